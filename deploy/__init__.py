@@ -1,0 +1,1 @@
+"""Deploy: canary controller, release commands, Kubernetes job manifests."""

@@ -1,0 +1,1 @@
+"""Prefect flows and the helpers every upper layer shares: settings, object store, MLflow."""

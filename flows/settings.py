@@ -1,0 +1,164 @@
+"""The one settings object of the platform.
+
+Every entry point (the `motionctl` CLI, Prefect flows, Triton model code, tests) reads its
+configuration through `get_settings()`. Values come, highest priority first, from keyword
+arguments, `MC_*` environment variables, a `.env` file in the working directory, files in a
+mounted secrets folder (`MC_SECRETS_DIR`, Kubernetes style: one file per field), and the
+defaults below.
+
+Profiles pick the size of everything: `tiny` runs on a laptop CPU in minutes, `small` on one
+GPU, `base` on a cluster with a pretrained backbone. Model presets key off `profile`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flows.errors import InvalidSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Profile = Literal["tiny", "small", "base"]
+StoreBackend = Literal["local", "s3"]
+
+EXPERIMENTS = ("curation", "teacher", "distillation", "evaluation")
+TEACHER_MODEL = "motioncontrol-teacher"
+STUDENT_MODEL = "motioncontrol-student"
+ALIASES = ("candidate", "champion")
+
+
+def _secrets_dir() -> str | None:
+    # Kubernetes mounts a Secret as a folder of files; only read it when it exists.
+    path = os.environ.get("MC_SECRETS_DIR", "/run/secrets/motioncontrol")
+    return path if Path(path).is_dir() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MC_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- where and how big -------------------------------------------------------------
+    profile: Profile = "tiny"
+    home: Path = Field(
+        default=REPO_ROOT / ".local",
+        description="All local state: mlflow.db, mlartifacts/, store/, prefect/, triton/, stack/.",
+    )
+    seed: int = Field(default=0, ge=0)
+
+    # --- object store -------------------------------------------------------------------
+    store_backend: StoreBackend = "local"
+    s3_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3, no scheme")
+    s3_bucket: str = Field(default="motioncontrol", min_length=3, max_length=63)
+    s3_secure: bool = False
+    s3_region: str | None = None
+    # Credentials: only from env (MC_* or the usual AWS names) or the mounted secrets folder;
+    # SecretStr keeps them out of reprs, logs and MLflow params.
+    s3_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MC_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MC_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+    store_part_size_mb: int = Field(default=16, ge=5, le=5120, description="S3 multipart size")
+
+    # --- tracking and orchestration -----------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="Explicit MLflow URI. Unset: the local stack's server when it is up, "
+        "else SQLite under home.",
+    )
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    prefect_api_url: str | None = Field(
+        default=None,
+        description="Explicit Prefect API URL. Unset: the local stack's server when it is "
+        "up, else Prefect's temporary local server.",
+    )
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    stack_host: str = "127.0.0.1"
+    stack_timeout_s: float = Field(default=120.0, gt=0)
+
+    # --- serving ------------------------------------------------------------------------
+    triton_host: str = "127.0.0.1"
+    triton_http_port: int = Field(default=8000, ge=1, le=65535)
+    triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
+    triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("s3_endpoint", mode="after")
+    @classmethod
+    def _endpoint_without_scheme(cls, v: str | None) -> str | None:
+        if v and "://" in v:
+            raise ValueError("give host:port without a scheme; use MC_S3_SECURE for https")
+        return v or None
+
+    # --- derived paths (one place, so every layer agrees) -------------------------------
+    @property
+    def device(self) -> str:
+        return "cpu" if self.profile == "tiny" else "cuda"
+
+    @property
+    def store_root(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    @property
+    def triton_home(self) -> Path:
+        return self.home / "triton"
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.home / "stack"
+
+    def public_dict(self) -> dict[str, str]:
+        """Flat settings safe to log (MLflow params, terminal tables): secrets are masked."""
+        out = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = "***" if value.get_secret_value() else ""
+            out[name] = "" if value is None else str(value)
+        return out
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings, turning pydantic's error into one line per bad field."""
+    try:
+        return Settings(_secrets_dir=_secrets_dir(), **overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            env = field.upper() if field.upper().startswith(("MC_", "AWS_")) else f"MC_{field.upper()}"
+            lines.append(f"{env}: {err['msg']} (got {err.get('input')!r})")
+        raise InvalidSettings("invalid settings: " + "; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; call `get_settings.cache_clear()` after changing env."""
+    return load_settings()

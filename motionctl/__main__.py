@@ -1,0 +1,3 @@
+from motionctl.cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""`motionctl`: the one command line of the platform, a thin layer over every other folder.
+
+Each subcommand reads the settings, configures the process environment, and calls one
+function of `flows`, `serving` or `deploy`. Errors the user can act on print as one line.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.errors import MotionControlError
+
+app = typer.Typer(
+    help="MotionControl: holistic character animation, from curation to serving.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+stack_app = typer.Typer(help="The local MLflow + Prefect servers on 127.0.0.1.",
+                        no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Print a MotionControlError as one red line and exit 1, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MotionControlError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _settings():
+    from flows.runtime import configure
+
+    return configure()
+
+
+# --- settings ---------------------------------------------------------------------------
+
+
+@app.command("settings")
+@friendly_errors
+def show_settings() -> None:
+    """Show the resolved settings (secrets masked) and where each local state lives."""
+    settings = _settings()
+    table = Table(title=f"settings (profile {settings.profile})", show_lines=False)
+    table.add_column("MC_ variable")
+    table.add_column("value", overflow="fold")
+    for key, value in settings.public_dict().items():
+        table.add_row(f"MC_{key.upper()}", value)
+    console.print(table)
+
+
+# --- stack ------------------------------------------------------------------------------
+
+
+def _status_table(rows) -> Table:
+    table = Table(title="local stack")
+    for col in ("service", "state", "pid", "URL"):
+        table.add_column(col)
+    for row in rows:
+        state = "[green]healthy[/]" if row.healthy else f"[red]{row.note or 'unhealthy'}[/]"
+        table.add_row(row.name, state, str(row.pid or "-"), row.url)
+    return table
+
+
+@stack_app.command("up")
+@friendly_errors
+def stack_up() -> None:
+    """Start the MLflow server (UI :5000) and the Prefect server (UI :4200) and wait."""
+    from flows import stack
+
+    settings = _settings()
+    with console.status("starting the local stack…"):
+        rows = stack.up(settings, echo=console.print)
+    console.print(_status_table(rows))
+    console.print("MLflow UI:  " + rows[0].url + "\nPrefect UI: " + rows[1].url)
+
+
+@stack_app.command("down")
+@friendly_errors
+def stack_down() -> None:
+    """Stop exactly the processes `stack up` started."""
+    from flows import stack
+
+    stopped = stack.down(_settings(), echo=console.print)
+    if not stopped:
+        console.print("nothing to stop")
+
+
+@stack_app.command("status")
+@friendly_errors
+def stack_status() -> None:
+    """Show whether each service of the stack is up and healthy."""
+    from flows import stack
+
+    rows = stack.status(_settings())
+    console.print(_status_table(rows))
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+# --- checks -----------------------------------------------------------------------------
+
+
+@app.command("doctor")
+@friendly_errors
+def doctor() -> None:
+    """Run the platform self-check flow: object store, MLflow, offline models, tritonserver."""
+    from flows.doctor import doctor_flow
+
+    settings = _settings()
+    results = doctor_flow()
+    from serving.tritonserver import check_tritonserver
+
+    results.append(check_tritonserver())
+    table = Table(title=f"motionctl doctor (profile {settings.profile})")
+    for col in ("check", "ok", "detail"):
+        table.add_column(col)
+    for check in results:
+        table.add_row(check.name, "[green]yes[/]" if check.ok else "[red]no[/]", check.detail)
+    console.print(table)
+    if not all(c.ok for c in results):
+        raise typer.Exit(1)
+
+
+def main() -> None:  # `python -m motionctl`
+    sys.exit(app())

