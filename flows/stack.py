@@ -9,6 +9,7 @@ is never killed). Flows use these servers when they are up and the embedded defa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -243,21 +244,16 @@ def _stop_tree(proc: psutil.Process, timeout: float = 15.0) -> None:
         family = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
-    try:  # the whole process group: uvicorn/gunicorn workers included
+    # The whole process group (uvicorn and job workers included), then any child that left it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
     for p in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(family, timeout=timeout)
     for p in alive:  # some servers need a second signal; do not leave them behind
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=5)
 
 

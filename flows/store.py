@@ -204,7 +204,7 @@ class LocalStore(ObjectStore):
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
         try:
-            fh = open(self._path(key), "rb")
+            fh = open(self._path(key), "rb")  # noqa: SIM115 - closed by the with below
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(f"no object {self.uri(key)}") from None
         with fh:

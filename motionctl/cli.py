@@ -44,10 +44,23 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _settings():
+@app.callback()
+def _configure() -> None:
+    """Runs before every subcommand: Prefect and MLflow read part of their configuration
+    from the environment when first imported, so it must be in place first."""
     from flows.runtime import configure
 
-    return configure()
+    try:
+        configure()
+    except MotionControlError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _settings():
+    from flows.settings import get_settings
+
+    return get_settings()
 
 
 # --- settings ---------------------------------------------------------------------------
@@ -123,10 +136,10 @@ def stack_status() -> None:
 def doctor() -> None:
     """Run the platform self-check flow: object store, MLflow, offline models, tritonserver."""
     from flows.doctor import doctor_flow
+    from serving.tritonserver import check_tritonserver
 
     settings = _settings()
     results = doctor_flow()
-    from serving.tritonserver import check_tritonserver
 
     results.append(check_tritonserver())
     table = Table(title=f"motionctl doctor (profile {settings.profile})")

@@ -1,0 +1,77 @@
+"""MLflow helpers against the real MLflow server of the stack: runs, registry, aliases."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import torch
+
+from flows import tracking
+from flows.errors import MotionControlError, ServiceUnavailable
+from flows.settings import STUDENT_MODEL, load_settings
+from tests.conftest import free_port
+
+
+def _log_tiny_model(settings, scale: float) -> str:
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.fill_(scale)
+        model.bias.zero_()
+    with tracking.start_run(settings, "distillation", run_name=f"scale-{scale}"):
+        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                        pip_requirements=[])
+    return info.model_uri
+
+
+def test_run_records_settings_commit_and_dataset(stack_settings, monkeypatch):
+    monkeypatch.setenv("MC_S3_SECRET_KEY", "do-not-log-me")
+    settings = load_settings()
+    with tracking.start_run(settings, "curation", run_name="t", dataset_digest="sha256:abc",
+                            params={"clips_total": 3}) as run:
+        mlflow.log_metric("clips_kept", 2)
+    got = mlflow.get_run(run.info.run_id)
+    assert tracking.tracking_uri(settings).startswith("http://127.0.0.1:")
+    assert got.data.params["dataset_digest"] == "sha256:abc"
+    assert got.data.params["settings.profile"] == "tiny"
+    assert got.data.params["settings.s3_secret_key"] == "***"
+    assert "do-not-log-me" not in str(got.data.params)
+    assert len(got.data.params["git_commit"]) >= 7
+    assert got.data.tags["mlflow.source.git.commit"] == got.data.params["git_commit"]
+    assert got.data.metrics["clips_kept"] == 2
+    exp = mlflow.get_experiment(got.info.experiment_id)
+    assert exp.name == "curation"
+
+
+def test_register_alias_load_and_rollback(stack_settings):
+    s = stack_settings
+    v1 = tracking.register_version(s, _log_tiny_model(s, 1.0), STUDENT_MODEL,
+                                   tags={"teacher_version": "7"})
+    v2 = tracking.register_version(s, _log_tiny_model(s, 2.0), STUDENT_MODEL)
+    assert v2 == v1 + 1
+
+    assert tracking.set_alias(s, STUDENT_MODEL, "champion", v1) is None
+    assert tracking.set_alias(s, STUDENT_MODEL, "champion", v2) == v1
+    assert tracking.alias_version(s, STUDENT_MODEL, "champion") == v2
+    model = tracking.load_model(s, STUDENT_MODEL, alias="champion", flavor="pytorch")
+    assert torch.allclose(model(torch.ones(1, 3)), torch.full((1, 2), 6.0))
+
+    assert tracking.rollback_alias(s, STUDENT_MODEL, "champion") == v1
+    model = tracking.load_model(s, STUDENT_MODEL, alias="champion", flavor="pytorch")
+    assert torch.allclose(model(torch.ones(1, 3)), torch.full((1, 2), 3.0))
+    client = mlflow.MlflowClient()
+    assert client.get_model_version(STUDENT_MODEL, str(v1)).tags["teacher_version"] == "7"
+
+
+def test_registry_errors_are_clear(stack_settings):
+    with pytest.raises(MotionControlError, match="unknown alias"):
+        tracking.set_alias(stack_settings, STUDENT_MODEL, "prod", 1)
+    with pytest.raises(MotionControlError, match="cannot load models:/nope@champion"):
+        tracking.load_model(stack_settings, "nope", alias="champion")
+    with pytest.raises(MotionControlError, match="unknown experiment"):
+        tracking.ensure_experiment(stack_settings, "scratch")
+
+
+def test_a_down_server_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("MC_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ServiceUnavailable, match="not reachable.*make stack-up"):
+        tracking.ensure_experiment(load_settings(), "teacher")
