@@ -1,8 +1,9 @@
 """Errors a user can act on. The CLI prints their message as one line, never a traceback."""
 
+from models.errors import InvalidInput, MotionControlError
 
-class MotionControlError(Exception):
-    """Base of every error whose message tells the user what is wrong and what to do."""
+__all__ = ["MotionControlError", "InvalidInput", "InvalidSettings", "ServiceUnavailable",
+           "StoreError", "ObjectNotFound", "ChecksumMismatch"]
 
 
 class InvalidSettings(MotionControlError):

