@@ -1,0 +1,137 @@
+"""A streaming torch Dataset over dataset shards, local or in an object store.
+
+Shards are read in order as streams (one open shard per worker at a time), split across
+DataLoader workers and distributed ranks, shuffled through a buffer. Each training example
+pairs a target clip with a driving motion: with probability `cross_identity` the driver is
+another character performing the same motion (the shards keep such samples together), which
+is how the model learns identity-agnostic motion. Every example carries per-condition
+dropout flags for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from models.data.shards import iter_shard
+
+ShardOpener = Callable[[], contextlib.AbstractContextManager[BinaryIO]]
+
+# Annotation fields every example carries (fixed, so the default collate can batch them).
+TEXT_FIELDS = ("caption", "action_phrase", "camera_move", "identity_id", "motion_id")
+
+
+@dataclass(frozen=True)
+class ConditionDropout:
+    """Probability of dropping each condition in an example (for guidance training)."""
+
+    text: float = 0.1
+    reference: float = 0.1
+    body: float = 0.05
+    face: float = 0.1
+    hands: float = 0.1
+    camera: float = 0.1
+    intensity: float = 0.1
+    everything: float = 0.05  # all at once: the unconditional branch
+
+    def sample(self, rng: random.Random) -> dict[str, bool]:
+        drop_all = rng.random() < self.everything
+        return {name: drop_all or rng.random() < p
+                for name, p in asdict(self).items() if name != "everything"}
+
+
+def local_shard(path) -> ShardOpener:
+    return lambda: open(path, "rb")
+
+
+class ShardDataset(IterableDataset):
+    def __init__(
+        self,
+        shards: Sequence[ShardOpener],
+        *,
+        split: str = "train",
+        cross_identity: float = 0.5,
+        dropout: ConditionDropout | None = ConditionDropout(),
+        shuffle_buffer: int = 32,
+        seed: int = 0,
+    ):
+        if not shards:
+            raise ValueError("ShardDataset needs at least one shard")
+        self.shards, self.split = list(shards), split
+        self.cross_identity, self.dropout = cross_identity, dropout
+        self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """A new shard and buffer order per epoch (call before each pass)."""
+        self.epoch = epoch
+
+    def _my_shards(self) -> list[ShardOpener]:
+        worker = get_worker_info()
+        wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
+        rank, world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        order = list(range(len(self.shards)))
+        random.Random(self.seed + self.epoch).shuffle(order)
+        return [self.shards[i] for i in order[rank * nworkers + wid::world * nworkers]]
+
+    def _samples(self) -> Iterator[dict]:
+        for opener in self._my_shards():
+            with opener() as stream:
+                for sample in iter_shard(stream):
+                    if sample["annotations"].get("split", "train") == self.split:
+                        yield sample
+
+    def _groups(self) -> Iterator[list[dict]]:
+        """Consecutive samples sharing a motion_id."""
+        group: list[dict] = []
+        for sample in self._samples():
+            if group and sample["annotations"].get("motion_id") != \
+                    group[0]["annotations"].get("motion_id"):
+                yield group
+                group = []
+            group.append(sample)
+        if group:
+            yield group
+
+    def __iter__(self) -> Iterator[dict]:
+        worker = get_worker_info()
+        rng = random.Random(hash((self.seed, self.epoch, worker.id if worker else 0)))
+        buffer: list[dict] = []
+        for group in self._groups():
+            for target in group:
+                buffer.append(self._example(target, group, rng))
+                if len(buffer) >= self.shuffle_buffer:
+                    yield buffer.pop(rng.randrange(len(buffer)))
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _example(self, target: dict, group: list[dict], rng: random.Random) -> dict:
+        others = [s for s in group if s["annotations"].get("identity_id")
+                  != target["annotations"].get("identity_id")]
+        cross = bool(others) and rng.random() < self.cross_identity
+        driver = rng.choice(others) if cross else target
+        ann = target["annotations"]
+        example = {
+            "key": target["key"],
+            "frames": target["frames"],  # the ground truth the model must generate
+            "keypoints": target["keypoints"],  # target's own pose (driver retargeted)
+            "driver_keypoints": driver["keypoints"],  # the motion as the driver did it
+            "driver_key": driver["key"],
+            "cross_identity": cross,
+            "reference": target["references"][rng.randrange(len(target["references"]))],
+            "motion_intensity": np.float32(ann.get("motion_intensity", 0.0)),
+            **{name: str(ann.get(name, "")) for name in TEXT_FIELDS},
+        }
+        if target.get("camera") is not None:
+            example["camera"] = target["camera"]
+        if self.dropout is not None:
+            example["drop"] = self.dropout.sample(rng)
+        return example
