@@ -126,7 +126,7 @@ class ShardWriter:
     def _open_next(self) -> None:
         self._close_current()
         path = self.directory / f"{self.prefix}-{len(self.shards):05d}.tar"
-        self._tar = tarfile.open(path, "w")
+        self._tar = tarfile.open(path, "w")  # noqa: SIM115 - closed in _close_current
         self.shards.append(ShardInfo(path))
 
     def _close_current(self) -> None:

@@ -33,7 +33,7 @@ def test_round_trip_is_lossless_and_grouped_by_motion(tmp_path):
     samples = [make_sample(f"s{i}", f"char{i % 3}", f"motion{i % 2}") for i in range(6)]
     shards = write_shards(samples, tmp_path, max_bytes=2000)
     assert len(shards) > 1  # small max_bytes: several shards, no sample split
-    read = [s for info in shards for s in iter_shard(open(info.path, "rb"))]
+    read = [s for info in shards for s in iter_shard(io.BytesIO(info.path.read_bytes()))]
     assert sorted(s["key"] for s in read) == sorted(s["key"] for s in samples)
     by_key = {s["key"]: s for s in samples}
     for got in read:
