@@ -3,6 +3,7 @@
 Per frame an array of shape (133, 4): `(x, y, z, confidence)`, x and y normalised to [0, 1]
 of the frame (x right, y down), z relative depth (same units as x, larger = farther from the
 camera), confidence in [0, 1] (0 = not detected; such points carry no meaning).
+Points outside the frame keep their coordinates with confidence 0.
 A clip is (T, 133, 4) float32. Extractors (MediaPipe for real footage, ground truth for
 synthetic renders) all map into it.
 """
@@ -32,8 +33,9 @@ FEET_NAMES = ("left_big_toe", "left_small_toe", "left_heel",
               "right_big_toe", "right_small_toe", "right_heel")
 BODY_INDEX = {name: i for i, name in enumerate(BODY_NAMES + FEET_NAMES)}
 
-# Bones as (parent, child) in whole-body indices; parents come first (a tree rooted at the
-# hip centre, which is not a keypoint: the two hips hang off it).
+# Bones as (a, b) in whole-body indices, for drawing and bone lengths. Not a tree: the torso
+# sides (5, 11), (6, 12) and the nose hanging off both shoulders close loops; retargeting walks
+# its own tree from virtual hip and shoulder centres (models/motion/retarget.py).
 BODY_EDGES = (
     (11, 13), (13, 15), (12, 14), (14, 16),  # legs
     (11, 12), (5, 11), (6, 12),  # pelvis and torso sides

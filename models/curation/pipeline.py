@@ -1,0 +1,56 @@
+"""All curation filters on one clip, sharing the optical flow between the motion filters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from models.curation.base import CurationThresholds, FilterResult, check_frames
+from models.curation.coverage import keypoint_coverage_filter
+from models.curation.identity import appearance_filter, identity_filter
+from models.curation.motion import clip_flow, fluency_filter, motion_amplitude_filter
+from models.curation.quality import (
+    exposure_filter,
+    resolution_filter,
+    sharpness_filter,
+    static_filter,
+)
+
+
+def run_filters(frames: np.ndarray, keypoints: np.ndarray | None,
+                reference_image: np.ndarray | None, thresholds: CurationThresholds,
+                timings: dict[str, float] | None = None) -> list[FilterResult]:
+    """Run every filter on one clip, in a fixed order, cheapest first. A clip is kept when
+    every result passed. `reference_image` may also be its precomputed `face_embedding`
+    (see `identity_filter`). If `timings` is given, it receives the seconds spent per filter
+    (and in `optical_flow`, computed once for the motion filters)."""
+    frames = check_frames(frames, min_frames=2)
+    th = thresholds
+    timings = {} if timings is None else timings
+
+    def timed(name: str, fn: Callable, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        timings[name] = time.perf_counter() - start
+        return out
+
+    flow = timed("optical_flow", clip_flow, frames, th)
+    steps = [
+        ("resolution", resolution_filter, frames, th),
+        ("sharpness", sharpness_filter, frames, th),
+        ("exposure", exposure_filter, frames, th),
+        ("static", static_filter, flow, th),
+        ("motion_amplitude", motion_amplitude_filter, flow, th),
+        ("fluency", fluency_filter, flow, th),
+        ("keypoint_coverage", keypoint_coverage_filter, keypoints, th),
+        ("appearance", appearance_filter, frames, th, keypoints),
+        ("identity", identity_filter, frames, reference_image, th),
+    ]
+    return [timed(name, fn, *args) for name, fn, *args in steps]
+
+
+def kept(results: list[FilterResult]) -> bool:
+    """Whether a clip passed every filter."""
+    return all(r.passed for r in results)
