@@ -7,7 +7,7 @@ MC     := $(BIN)/motionctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo doctor stack-up stack-down stack-status lock clean
+.PHONY: help setup test lint demo doctor curate bench stack-up stack-down stack-status lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ demo: setup  ## run the platform on the local defaults (today: the self-check fl
 
 doctor: setup  ## check store, MLflow, offline models and tritonserver
 	$(MC) doctor
+
+curate: setup  ## curate the dataset (synthetic + mocap + real video) into the store
+	$(MC) curate
+
+bench: setup  ## run the benchmarks in tests/bench, reports in reports/bench/
+	$(BIN)/python -m pytest tests/bench -o python_files='bench_*.py' -s -q -p no:cacheprovider
 
 stack-up: setup  ## start MLflow (UI :5000) and Prefect (UI :4200) on 127.0.0.1
 	$(MC) stack up

@@ -17,10 +17,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.errors import InvalidSettings
+from models.curation import CurationThresholds
+from models.video import VideoLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,11 +49,40 @@ def _secrets_dir() -> str | None:
     return path if Path(path).is_dir() else None
 
 
+class CurateSettings(BaseModel):
+    """What `make curate` builds. Unset sizes come from the profile (PROFILE_CLIPS)."""
+
+    dataset: str = "motion"
+    clip_size: int | None = Field(default=None, ge=32, le=1024)
+    clip_frames: int | None = Field(default=None, ge=2, le=512)
+    clip_fps: float | None = Field(default=None, gt=0, le=120)
+    characters: int = Field(default=24, ge=1, description="training characters")
+    characters_per_motion: int = Field(default=3, ge=1, description="cross-identity group")
+    motion_seeds: int = Field(default=2, ge=1, description="variants of each action")
+    intensities: tuple[float, ...] = (0.5, 0.9)
+    mocap_windows: int = Field(default=4, ge=0, description="windows per BVH file")
+    heldout_characters: int = Field(default=4, ge=1, description="evaluation characters")
+    heldout_actions: int = Field(default=10, ge=0, description="eval groups from actions")
+    videos: str | None = Field(
+        default=None,
+        description="real videos: a local folder, or 'store:<prefix>' in the object store; "
+        "unset: the bundled sample (vtest.avi)",
+    )
+    video_windows: int = Field(default=4, ge=0, description="windows per video")
+    workers: int = Field(default=2, ge=1, le=64, description="clips curated in parallel")
+    shard_mb: int = Field(default=256, ge=1, le=4096)
+
+
+# Clip shape per profile: (size px, frames, fps).
+PROFILE_CLIPS = {"tiny": (128, 16, 12.0), "small": (256, 49, 24.0), "base": (512, 81, 24.0)}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MC_",
         env_file=".env",
         env_file_encoding="utf-8",
+        env_nested_delimiter="__",
         extra="ignore",
         validate_default=True,
     )
@@ -88,6 +127,13 @@ class Settings(BaseSettings):
     stack_host: str = "127.0.0.1"
     stack_timeout_s: float = Field(default=120.0, gt=0)
 
+    # --- data ---------------------------------------------------------------------------
+    # Nested groups: set one field with MC_<GROUP>__<FIELD>, e.g. MC_VIDEO__MAX_SIDE=2048,
+    # MC_CURATION__MIN_SHARPNESS=0.8, MC_CURATE__CHARACTERS=8.
+    video: VideoLimits = VideoLimits()
+    curation: CurationThresholds = CurationThresholds()
+    curate: CurateSettings = CurateSettings()
+
     # --- serving ------------------------------------------------------------------------
     triton_host: str = "127.0.0.1"
     triton_http_port: int = Field(default=8000, ge=1, le=65535)
@@ -105,6 +151,14 @@ class Settings(BaseSettings):
         if v and "://" in v:
             raise ValueError("give host:port without a scheme; use MC_S3_SECURE for https")
         return v or None
+
+    @model_validator(mode="after")
+    def _profile_clip_shape(self) -> Settings:
+        size, frames, fps = PROFILE_CLIPS[self.profile]
+        c = self.curate
+        c.clip_size, c.clip_frames, c.clip_fps = (c.clip_size or size, c.clip_frames or frames,
+                                                  c.clip_fps or fps)
+        return self
 
     # --- derived paths (one place, so every layer agrees) -------------------------------
     @property
@@ -138,10 +192,18 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, str]:
         """Flat settings safe to log (MLflow params, terminal tables): secrets are masked."""
         out = {}
-        for name, value in self.model_dump().items():
+
+        def add(prefix: str, value) -> None:
+            if isinstance(value, dict):  # nested group: one entry per field
+                for key, inner in value.items():
+                    add(f"{prefix}.{key}", inner)
+                return
             if isinstance(value, SecretStr):
                 value = "***" if value.get_secret_value() else ""
-            out[name] = "" if value is None else str(value)
+            out[prefix] = "" if value is None else str(value)
+
+        for name, value in self.model_dump().items():
+            add(name, value)
         return out
 
 
@@ -152,7 +214,7 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "?"
+            field = "__".join(str(p) for p in err["loc"]) or "?"
             env = field.upper() if field.upper().startswith(("MC_", "AWS_")) else f"MC_{field.upper()}"
             lines.append(f"{env}: {err['msg']} (got {err.get('input')!r})")
         raise InvalidSettings("invalid settings: " + "; ".join(lines)) from None

@@ -128,6 +128,28 @@ def stack_status() -> None:
         raise typer.Exit(1)
 
 
+# --- data -------------------------------------------------------------------------------
+
+
+@app.command("curate")
+@friendly_errors
+def curate(force: bool = typer.Option(False, help="rebuild even if the inputs are unchanged")):
+    """Curate the training data: synthetic + mocap + real clips -> shards + manifest."""
+    from flows.curate import run_curation
+
+    settings = _settings()
+    result = run_curation(settings, force=force)
+    table = Table(title=f"dataset {result.dataset}@{result.digest}"
+                        + (" (reused)" if result.reused else ""))
+    for col in ("clips", "kept", "where", "MLflow run"):
+        table.add_column(col)
+    from flows.store import open_store
+
+    table.add_row(str(result.clips_total), str(result.clips_kept),
+                  open_store(settings).uri(result.prefix), result.mlflow_run_id or "-")
+    console.print(table)
+
+
 # --- checks -----------------------------------------------------------------------------
 
 

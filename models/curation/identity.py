@@ -3,7 +3,7 @@ stability of the subject region across the clip (HSV colour histograms)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 
 import cv2
 import numpy as np
@@ -19,15 +19,22 @@ from models.curation.base import (
     sample_indices,
 )
 
+_per_thread = threading.local()
 
-@lru_cache(maxsize=1)
+
 def _dlib_models():
-    import dlib  # imported here: only the identity filter needs it
+    """The detector, landmark model and encoder of this thread: dlib's models are not
+    thread-safe (sharing them across curation workers corrupts the heap), so each thread
+    loads its own once (~1 s)."""
+    if not hasattr(_per_thread, "models"):
+        import dlib  # imported here: only the identity filter needs it
 
-    return (dlib.get_frontal_face_detector(),
+        _per_thread.models = (
+            dlib.get_frontal_face_detector(),
             dlib.shape_predictor(str(dlib_model("shape_predictor_5_face_landmarks.dat"))),
             dlib.face_recognition_model_v1(
                 str(dlib_model("dlib_face_recognition_resnet_model_v1.dat"))))
+    return _per_thread.models
 
 
 def face_embedding(image: np.ndarray, th: CurationThresholds) -> np.ndarray | None:

@@ -147,15 +147,16 @@ class ShardWriter:
 
 
 def write_shards(samples: Iterable[dict], directory: str | Path,
-                 max_bytes: int = 256 << 20) -> list[ShardInfo]:
-    """Write samples grouped by `motion_id`; a group never spans two shards."""
+                 max_bytes: int = 256 << 20, presorted: bool = False) -> list[ShardInfo]:
+    """Write samples grouped by `motion_id`; a group never spans two shards. `presorted`:
+    the samples already come grouped (a generator need not be held in memory to sort)."""
 
     def group(sample: dict) -> str:
         return str(sample["annotations"].get("motion_id", sample["key"]))
 
     previous = None
     with ShardWriter(directory, max_bytes=max_bytes) as writer:
-        for sample in sorted(samples, key=group):
+        for sample in samples if presorted else sorted(samples, key=group):
             writer.write(sample, may_split=group(sample) != previous)
             previous = group(sample)
     return writer.shards

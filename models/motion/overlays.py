@@ -15,35 +15,11 @@ from models import keypoints as K
 from models.assets import sample_data
 from models.motion.extract import HolisticExtractor
 from models.motion.render import draw_overlay
+from models.video import read_image, read_video
 
 # Which points to zoom on for each close-up.
 ZOOMS = {"body": slice(0, K.FEET.stop), "face": K.FACE, "left_hand": K.LEFT_HAND,
          "right_hand": K.RIGHT_HAND}
-
-
-def read_frames(path: Path, start: int = 0, count: int = 8, step: int = 1) -> np.ndarray:
-    """`count` RGB frames of a video, every `step`-th from `start` (OpenCV's decoder)."""
-    cap = cv2.VideoCapture(str(path))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-    frames, index = [], 0
-    while len(frames) < count:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if index % step == 0:
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        index += 1
-    cap.release()
-    if not frames:
-        raise FileNotFoundError(f"no frames could be read from {path}")
-    return np.stack(frames)
-
-
-def read_image(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path))
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def zoomed_overlay(frame: np.ndarray, kps: np.ndarray, part: slice, side: int = 512,
@@ -86,8 +62,8 @@ def save_overlays(out_dir: Path, *, video_frames: int = 6, video_step: int = 2) 
             written.append(_save(out_dir / f"{name}.png", draw_overlay(image, kps)))
             written += [_save(out_dir / f"{name}_{zoom}.png", zoomed_overlay(image, kps, part))
                         for zoom, part in ZOOMS.items()]
-        clip = read_frames(sample_data("opencv-doc/vtest.avi"), count=video_frames,
-                           step=video_step)
+        clip = read_video(sample_data("opencv-doc/vtest.avi"),
+                          max_frames=video_frames * video_step).frames[::video_step]
         for t, (frame, kps) in enumerate(zip(clip, extractor.extract(clip), strict=True)):
             written.append(_save(out_dir / f"vtest_{t:02d}.png", draw_overlay(frame, kps)))
             written.append(_save(out_dir / f"vtest_{t:02d}_body.png",

@@ -18,8 +18,8 @@ from models.motion import (
     retarget,
 )
 from models.motion.face import STABLE
-from models.motion.overlays import read_frames, read_image
 from models.motion.retarget import BODY_TREE, HAND_TREES
+from models.video import read_image, read_video
 
 BI = K.BODY_INDEX
 
@@ -47,7 +47,7 @@ def astronaut_kps(extractor):
 
 @pytest.fixture(scope="module")
 def vtest(extractor):
-    clip = read_frames(sample_data("opencv-doc/vtest.avi"), count=6)
+    clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=6).frames
     return clip, extractor.extract(clip)
 
 

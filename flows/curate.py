@@ -1,0 +1,322 @@
+"""Prefect flow `curate` (`make curate`, `motionctl curate`).
+
+sources (synthetic generator, motion capture, real videos) → clips → filters + annotations →
+shards + manifest in the object store under `datasets/<name>/<digest>/` → an MLflow run in
+experiment `curation`. The work is mapped over jobs (one motion on several characters, or one
+video) with retries; the same inputs give the same dataset, which is reused, not rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from rich.progress import Progress
+
+from flows.settings import Settings, get_settings
+from flows.store import ObjectStore, open_store
+from models.assets import bvh_files, sample_data
+from models.curation import CurationThresholds, caption, intensity_label
+from models.curation.pipeline import curate_clip
+from models.data.shards import decode_sample, encode_sample, sample_digest, write_shards
+from models.data.sources import (
+    ClipSpec,
+    Job,
+    MocapJob,
+    SyntheticJob,
+    VideoJob,
+    make_samples,
+    sample_key,
+)
+from models.errors import InvalidInput
+
+# Bump when what a job produces changes, so old datasets are not reused for new code.
+CURATION_VERSION = 1
+HELDOUT_SEED = 100_000  # held-out characters and motion variants start here
+
+
+@dataclass
+class CurationResult:
+    dataset: str
+    digest: str
+    prefix: str  # object-store prefix of the shards and manifest
+    clips_total: int
+    clips_kept: int
+    reused: bool
+    mlflow_run_id: str | None
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.prefix}/manifest.json"
+
+
+# --- planning -----------------------------------------------------------------------------
+
+
+def clip_spec(settings: Settings) -> ClipSpec:
+    c = settings.curate
+    return ClipSpec(size=c.clip_size, frames=c.clip_frames, fps=c.clip_fps)
+
+
+def plan_jobs(settings: Settings, spec: ClipSpec) -> list[Job]:
+    """Every job of a curation run, in a fixed order. Training uses characters 0..N-1 and
+    motion variants 0..S-1; the held-out split uses characters and variants never trained on
+    (and the last window of each mocap take)."""
+    from models.synthetic import ACTIONS, motion_from_bvh
+
+    c = settings.curate
+    group = c.characters_per_motion
+    jobs: list[Job] = []
+
+    def characters(index: int, base: int, pool: int) -> tuple[int, ...]:
+        return tuple(base + (index * group + k) % pool for k in range(min(group, pool)))
+
+    cameras = ("static", "pan_left", "pan_right", "zoom_in", "zoom_out", "tilt_up", "random")
+    actions = sorted(ACTIONS)
+    n = 0
+    for action in actions:
+        for intensity in c.intensities:
+            for seed in range(c.motion_seeds):
+                jobs.append(SyntheticJob(action, intensity, seed, characters(n, 0, c.characters),
+                                         cameras[n % len(cameras)]))
+                n += 1
+    for i, action in enumerate(actions[:c.heldout_actions]):
+        jobs.append(SyntheticJob(action, c.intensities[-1], HELDOUT_SEED + i,
+                                 characters(i, HELDOUT_SEED, c.heldout_characters),
+                                 cameras[i % len(cameras)], split="eval"))
+    for path in bvh_files() if c.mocap_windows else []:
+        frames = motion_from_bvh(path, fps=spec.fps).frames
+        starts = np.linspace(0, frames - spec.frames, c.mocap_windows + 1).astype(int)
+        for w, start in enumerate(starts):
+            heldout = w == len(starts) - 1
+            jobs.append(MocapJob(str(path), int(start),
+                                 characters(n, HELDOUT_SEED if heldout else 0,
+                                            c.heldout_characters if heldout else c.characters),
+                                 cameras[n % len(cameras)], split="eval" if heldout else "train"))
+            n += 1
+    if c.video_windows:
+        jobs += [VideoJob(path, name, max_windows=c.video_windows)
+                 for name, path in video_files(settings)]
+    return jobs
+
+
+def video_files(settings: Settings) -> list[tuple[str, str]]:
+    """(name, local path) of the real videos to curate: a folder, an object-store prefix
+    (downloaded to MC_HOME/cache), or the bundled sample."""
+    where = settings.curate.videos
+    suffixes = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+    if where is None:
+        return [("vtest.avi", str(sample_data("opencv-doc/vtest.avi")))]
+    if where.startswith("store:"):
+        store, prefix = open_store(settings), where.removeprefix("store:")
+        out = []
+        for info in store.list(prefix):
+            if Path(info.key).suffix.lower() in suffixes:
+                local = settings.home / "cache" / info.key
+                if not local.exists():
+                    store.get_file(info.key, local)
+                out.append((info.key, str(local)))
+        return out
+    folder = Path(where).expanduser()
+    if not folder.is_dir():
+        raise InvalidInput(f"MC_CURATE__VIDEOS={where!r} is not a folder; give a folder of "
+                           "videos or 'store:<prefix>'")
+    return [(p.name, str(p)) for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes]
+
+
+def inputs_key(jobs: list[Job], spec: ClipSpec, thresholds: CurationThresholds) -> str:
+    """Names the inputs of a run: same key, same dataset."""
+    payload = json.dumps({"version": CURATION_VERSION, "spec": dataclasses.asdict(spec),
+                          "thresholds": dataclasses.asdict(thresholds),
+                          "jobs": [[type(j).__name__, dataclasses.asdict(j)] for j in jobs]},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --- one job ------------------------------------------------------------------------------
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE,
+      task_run_name="curate-{job.source}")
+def curate_job(job: Job, spec: ClipSpec, thresholds: CurationThresholds,
+               staging: str) -> list[dict]:
+    """Make, score and annotate the clips of one job; kept clips are staged on disk.
+    Returns one manifest row per clip. Bad input (a corrupt video, no person) becomes a
+    dropped row with its reason, not a failed run."""
+    try:
+        samples = make_samples(job, spec)
+    except InvalidInput as exc:
+        name = getattr(job, "name", None) or getattr(job, "action", type(job).__name__)
+        return [{"key": sample_key(job.source, name), "source": job.source,
+                 "split": job.split, "identity_id": None, "motion_id": None, "kept": False,
+                 "reason": str(exc), "failed": ["input"], "scores": {}, "annotations": {},
+                 "timings": {}}]
+    rows = []
+    for sample in samples:
+        ann = sample["annotations"]
+        if sample["keypoints"] is None:
+            rows.append(_row(sample, kept=False, reason="no person found by the extractor",
+                             failed=("person",)))
+            continue
+        verdict = curate_clip(sample["frames"], sample["keypoints"], sample["references"][0],
+                              thresholds, action_phrase=ann.get("action_phrase"))
+        measured = verdict.annotations
+        # Rendered clips know their camera path exactly; real footage gets the estimate.
+        camera_move = ann.get("camera_path") or measured["camera"]
+        words = intensity_label(measured["motion_intensity"], thresholds)
+        ann.update(motion_intensity=measured["motion_intensity"],
+                   motion_level=measured["motion_level"],
+                   action_phrase=measured["action_phrase"],
+                   camera_move=camera_move, camera_estimate=measured["camera"],
+                   caption=caption(measured["action_phrase"], words, camera_move),
+                   scores=verdict.scores)
+        row = _row(sample, kept=verdict.kept, reason=verdict.reason, failed=verdict.failed,
+                   scores=verdict.scores, timings=verdict.timings)
+        if verdict.kept:
+            npz, meta = encode_sample(sample)
+            path = Path(staging) / f"{sample['key']}.npz"
+            path.write_bytes(npz)
+            path.with_suffix(".json").write_bytes(meta)
+            row["digest"] = sample_digest(sample)
+        rows.append(row)
+    return rows
+
+
+def _row(sample: dict, *, kept: bool, reason: str, failed=("input",), scores=None,
+         timings=None) -> dict:
+    ann = sample["annotations"]
+    return {"key": sample["key"], "source": ann.get("source"), "split": ann.get("split"),
+            "identity_id": ann.get("identity_id"), "motion_id": ann.get("motion_id"),
+            "kept": kept, "reason": reason, "failed": list(failed if not kept else ()),
+            "scores": scores or {},
+            "annotations": {k: v for k, v in ann.items() if k != "scores"},
+            "timings": timings or {}}
+
+
+# --- the flow -----------------------------------------------------------------------------
+
+
+def run_curation(settings: Settings, force: bool = False) -> CurationResult:
+    """Run the flow with `MC_CURATE__WORKERS` clips in parallel."""
+    runner = ThreadPoolTaskRunner(max_workers=settings.curate.workers)
+    return curate_flow.with_options(task_runner=runner)(force=force)
+
+
+@flow(name="curate", log_prints=True)
+def curate_flow(force: bool = False) -> CurationResult:
+    settings = get_settings()
+    store = open_store(settings)
+    spec = clip_spec(settings)
+    jobs = plan_jobs(settings, spec)
+    key = inputs_key(jobs, spec, settings.curation)
+    name = settings.curate.dataset
+    index_key = f"datasets/{name}/inputs/{key}.json"
+
+    if not force and store.exists(index_key):
+        previous = json.loads(store.get_bytes(index_key))
+        if store.exists(f"{previous['prefix']}/manifest.json"):
+            print(f"same inputs as dataset {name}@{previous['digest']}: reusing it "
+                  "(pass --force to rebuild)")
+            return CurationResult(**{**previous, "reused": True})
+
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix="curate-", dir=_tmp_dir(settings)))
+    try:
+        rows = _run_jobs(jobs, spec, settings, staging)
+        curate_s = time.perf_counter() - started
+        result = _publish(store, settings, name, key, rows, staging, spec, curate_s)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    store.put_bytes(index_key, json.dumps(dataclasses.asdict(result)).encode())
+    print(f"dataset {name}@{result.digest}: kept {result.clips_kept} of {result.clips_total} "
+          f"clips in {time.perf_counter() - started:.0f} s -> {store.uri(result.prefix)}")
+    return result
+
+
+def _tmp_dir(settings: Settings) -> Path:
+    path = settings.home / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run_jobs(jobs: list[Job], spec: ClipSpec, settings: Settings, staging: Path) -> list[dict]:
+    rows: list[dict] = []
+    futures = curate_job.map(jobs, unmapped(spec), unmapped(settings.curation),
+                             unmapped(str(staging)))
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(f"curating {len(jobs)} jobs", total=len(futures))
+        for future in as_completed(futures):
+            rows += future.result()
+            progress.advance(bar)
+    return sorted(rows, key=lambda r: r["key"])
+
+
+def _publish(store: ObjectStore, settings: Settings, name: str, key: str, rows: list[dict],
+             staging: Path, spec: ClipSpec, curate_s: float) -> CurationResult:
+    from flows.curation_report import log_curation_run
+
+    kept = sorted((r for r in rows if r["kept"]), key=lambda r: (r["motion_id"], r["key"]))
+    if not kept:
+        raise InvalidInput("curation kept no clip; see the reasons in the log and relax "
+                           "MC_CURATION__* thresholds if they are too strict")
+    full = hashlib.sha256("\n".join(sorted(r["digest"] for r in kept)).encode()).hexdigest()
+    digest = full[:16]
+    prefix = f"datasets/{name}/{digest}"
+
+    def staged():
+        for row in kept:
+            base = staging / row["key"]
+            yield decode_sample(row["key"], base.with_suffix(".npz").read_bytes(),
+                                base.with_suffix(".json").read_bytes())
+
+    shard_dir = staging / "shards"
+    shards = write_shards(staged(), shard_dir, max_bytes=settings.curate.shard_mb << 20,
+                          presorted=True)
+    shard_rows = []
+    key_to_shard = {}
+    for info in shards:
+        obj = store.put_file(f"{prefix}/{info.path.name}", info.path)
+        shard_rows.append({"key": obj.key, "samples": len(info.keys), "bytes": obj.size,
+                           "sha256": obj.sha256})
+        key_to_shard.update(dict.fromkeys(info.keys, obj.key))
+    for row in rows:
+        row["shard"] = key_to_shard.get(row["key"])
+    manifest = {
+        "dataset": name, "digest": digest, "digest_sha256": full, "inputs_key": key,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "clip_spec": dataclasses.asdict(spec),
+        "thresholds": dataclasses.asdict(settings.curation),
+        "counts": _counts(rows), "shards": shard_rows, "clips": rows,
+    }
+    manifest_bytes = json.dumps(manifest, indent=1, default=_json_default).encode()
+    store.put_bytes(f"{prefix}/manifest.json", manifest_bytes)
+    run_id = log_curation_run(settings, manifest, manifest_bytes, staging, curate_s)
+    return CurationResult(name, digest, prefix, len(rows), len(kept), False, run_id)
+
+
+def _counts(rows: list[dict]) -> dict:
+    out = {"clips_total": len(rows), "clips_kept": sum(r["kept"] for r in rows)}
+    for field in ("source", "split"):
+        for value, n in Counter(r[field] for r in rows if r["kept"]).items():
+            out[f"kept_{field}_{value}"] = n
+    failed = Counter(name for r in rows for name in r["failed"])
+    out.update({f"dropped_by_{name}": n for name, n in failed.items()})
+    return out
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
