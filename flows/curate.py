@@ -27,6 +27,7 @@ from rich.progress import Progress
 
 from flows.settings import Settings, get_settings
 from flows.store import ObjectStore, open_store
+from flows.tracking import ensure_experiment
 from models.assets import bvh_files, sample_data
 from models.curation import CurationThresholds, caption, intensity_label
 from models.curation.pipeline import curate_clip
@@ -84,7 +85,7 @@ def plan_jobs(settings: Settings, spec: ClipSpec) -> list[Job]:
         return tuple(base + (index * group + k) % pool for k in range(min(group, pool)))
 
     cameras = ("static", "pan_left", "pan_right", "zoom_in", "zoom_out", "tilt_up", "random")
-    actions = sorted(ACTIONS)
+    actions = sorted(c.actions or ACTIONS)
     n = 0
     for action in actions:
         for intensity in c.intensities:
@@ -208,8 +209,23 @@ def _row(sample: dict, *, kept: bool, reason: str, failed=("input",), scores=Non
 # --- the flow -----------------------------------------------------------------------------
 
 
+def check_inputs(settings: Settings) -> None:
+    """Fail before the flow starts, in one line, on what the user can fix: unknown actions,
+    a missing videos folder, an unreachable store or tracking server."""
+    from models.synthetic import ACTIONS
+
+    unknown = set(settings.curate.actions or ()) - set(ACTIONS)
+    if unknown:
+        raise InvalidInput(f"MC_CURATE__ACTIONS names unknown actions {sorted(unknown)}; "
+                           f"known: {', '.join(sorted(ACTIONS))}")
+    video_files(settings)
+    open_store(settings)
+    ensure_experiment(settings, "curation")
+
+
 def run_curation(settings: Settings, force: bool = False) -> CurationResult:
     """Run the flow with `MC_CURATE__WORKERS` clips in parallel."""
+    check_inputs(settings)
     runner = ThreadPoolTaskRunner(max_workers=settings.curate.workers)
     return curate_flow.with_options(task_runner=runner)(force=force)
 

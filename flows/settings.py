@@ -59,6 +59,7 @@ class CurateSettings(BaseModel):
     characters: int = Field(default=24, ge=1, description="training characters")
     characters_per_motion: int = Field(default=3, ge=1, description="cross-identity group")
     motion_seeds: int = Field(default=2, ge=1, description="variants of each action")
+    actions: tuple[str, ...] | None = Field(default=None, description="unset: every action")
     intensities: tuple[float, ...] = (0.5, 0.9)
     mocap_windows: int = Field(default=4, ge=0, description="windows per BVH file")
     heldout_characters: int = Field(default=4, ge=1, description="evaluation characters")
