@@ -74,8 +74,8 @@ class CurateSettings(BaseModel):
     shard_mb: int = Field(default=256, ge=1, le=4096)
 
 
-# Clip shape per profile: (size px, frames, fps).
-PROFILE_CLIPS = {"tiny": (128, 16, 12.0), "small": (256, 49, 24.0), "base": (512, 81, 24.0)}
+# Clip shape per profile: (size px, frames, fps); frames = 1 + 4k for the causal video VAE.
+PROFILE_CLIPS = {"tiny": (128, 17, 12.0), "small": (256, 49, 24.0), "base": (512, 81, 24.0)}
 
 
 class Settings(BaseSettings):

@@ -83,8 +83,8 @@ def test_shards_stream_from_the_store_with_annotations(curated):
     examples = list(shard_dataset(settings, manifest, split="train", cross_identity=1.0))
     assert {e["key"] for e in examples} == kept
     for e in examples:
-        assert e["frames"].shape == (16, 128, 128, 3) and e["frames"].dtype == np.uint8
-        assert e["keypoints"].shape == (16, 133, 4)
+        assert e["frames"].shape == (17, 128, 128, 3) and e["frames"].dtype == np.uint8
+        assert e["keypoints"].shape == (17, 133, 4)
         assert e["caption"] and e["action_phrase"] and e["camera_move"]
         assert e["motion_intensity"] > 0
     assert any(e["cross_identity"] for e in examples)
