@@ -108,7 +108,7 @@ def plan_jobs(settings: Settings, spec: ClipSpec) -> list[Job]:
                                  cameras[n % len(cameras)], split="eval" if heldout else "train"))
             n += 1
     if c.video_windows:
-        jobs += [VideoJob(path, name, max_windows=c.video_windows)
+        jobs += [VideoJob(path, name, max_windows=c.video_windows, limits=settings.video)
                  for name, path in video_files(settings)]
     return jobs
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from models.errors import InvalidInput
+from models.video import VideoLimits
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class VideoJob:
     path: str  # a local file (the flow downloads object-store videos first)
     name: str  # stable name of the video (file name or object key)
     max_windows: int = 4
+    limits: VideoLimits = VideoLimits()  # untrusted input: size, length and crash guards
     split: str = "train"
     source: str = "video"
 
@@ -111,8 +113,8 @@ def _video_windows(job: VideoJob, spec: ClipSpec) -> list[dict]:
     from models.motion import HolisticExtractor, NoPersonFound
     from models.video import iter_batches
 
-    windows = [w for w in iter_batches(job.path, spec.frames, fps=spec.fps, label=job.name)
-               if len(w) == spec.frames]
+    windows = [w for w in iter_batches(job.path, spec.frames, fps=spec.fps, label=job.name,
+                                       limits=job.limits) if len(w) == spec.frames]
     if not windows:
         raise InvalidInput(f"video {job.name!r} is shorter than one clip of {spec.frames} "
                            f"frames at {spec.fps:g} fps")
