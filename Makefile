@@ -7,10 +7,10 @@ MC     := $(BIN)/motionctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo doctor curate bench stack-up stack-down stack-status lock clean
+.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 bench stack-up stack-down stack-status lock clean
 
 help:  ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup:  ## create .venv and install everything (idempotent)
 	@bash scripts/setup.sh
@@ -29,6 +29,9 @@ doctor: setup  ## check store, MLflow, offline models and tritonserver
 
 curate: setup  ## curate the dataset (synthetic + mocap + real video) into the store
 	$(MC) curate
+
+train-stage0 train-stage1 train-stage2 train-stage3: train-stage%: setup  ## train one stage of the teacher
+	$(MC) train --stage $*
 
 bench: setup  ## run the benchmarks in tests/bench, reports in reports/bench/
 	$(BIN)/python -m pytest tests/bench -o python_files='bench_*.py' -s -q -p no:cacheprovider

@@ -74,6 +74,18 @@ class CurateSettings(BaseModel):
     shard_mb: int = Field(default=256, ge=1, le=4096)
 
 
+class TrainSettings(BaseModel):
+    """Overrides of the profile's training preset (flows/train_config.py); unset = preset."""
+
+    steps: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    val_every: int | None = Field(default=None, ge=1)
+    sample_every: int | None = Field(default=None, ge=1)
+    sample_steps: int | None = Field(default=None, ge=1)
+    nproc: int = Field(default=1, ge=1, le=64, description="worker processes (torchrun)")
+
+
 # Clip shape per profile: (size px, frames, fps); frames = 1 + 4k for the causal video VAE.
 PROFILE_CLIPS = {"tiny": (128, 17, 12.0), "small": (256, 49, 24.0), "base": (512, 81, 24.0)}
 
@@ -134,6 +146,7 @@ class Settings(BaseSettings):
     video: VideoLimits = VideoLimits()
     curation: CurationThresholds = CurationThresholds()
     curate: CurateSettings = CurateSettings()
+    train: TrainSettings = TrainSettings()
 
     # --- serving ------------------------------------------------------------------------
     triton_host: str = "127.0.0.1"

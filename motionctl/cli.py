@@ -150,6 +150,21 @@ def curate(force: bool = typer.Option(False, help="rebuild even if the inputs ar
     console.print(table)
 
 
+# --- training -----------------------------------------------------------------------------
+
+
+@app.command("train")
+@friendly_errors
+def train(stage: int = typer.Option(..., "--stage", help="0 VAE, 1 body, 2 +face, 3 +hands"),
+          force: bool = typer.Option(False, help="train again even if the inputs are unchanged")):
+    """Train one stage of the teacher (resumes a killed run from its last checkpoint)."""
+    from flows.train import run_training
+
+    result = run_training(_settings(), stage, force=force)
+    console.print(f"stage {result.stage}: motioncontrol-teacher version {result.version} "
+                  f"(run {result.run_id}{', reused' if result.reused else ''})")
+
+
 # --- checks -----------------------------------------------------------------------------
 
 

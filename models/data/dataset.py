@@ -61,11 +61,13 @@ class ShardDataset(IterableDataset):
         dropout: ConditionDropout | None = ConditionDropout(),
         shuffle_buffer: int = 32,
         seed: int = 0,
+        static_prob: float = 0.0,
     ):
         if not shards:
             raise ValueError("ShardDataset needs at least one shard")
         self.shards, self.split = list(shards), split
         self.cross_identity, self.dropout = cross_identity, dropout
+        self.static_prob = static_prob
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -119,19 +121,43 @@ class ShardDataset(IterableDataset):
         cross = bool(others) and rng.random() < self.cross_identity
         driver = rng.choice(others) if cross else target
         ann = target["annotations"]
+        pose = target["keypoints"]
+        if cross:
+            # The pose condition is what inference will have: the driver's skeleton
+            # retargeted onto the reference character's proportions, not the ground truth.
+            from models.motion import retarget
+
+            pose = retarget(driver["keypoints"], target["keypoints"][0]).astype(np.float32)
         example = {
             "key": target["key"],
             "frames": target["frames"],  # the ground truth the model must generate
-            "keypoints": target["keypoints"],  # target's own pose (driver retargeted)
+            "keypoints": pose,  # the target's pose: the driver's motion on its body
             "driver_keypoints": driver["keypoints"],  # the motion as the driver did it
+            "driver_frames": driver["frames"],  # what the driving video looked like
             "driver_key": driver["key"],
             "cross_identity": cross,
+            "static": False,
             "reference": target["references"][rng.randrange(len(target["references"]))],
             "motion_intensity": np.float32(ann.get("motion_intensity", 0.0)),
             **{name: str(ann.get(name, "")) for name in TEXT_FIELDS},
         }
         if target.get("camera") is not None:
             example["camera"] = target["camera"]
+        if rng.random() < self.static_prob:
+            example = still_example(example)
         if self.dropout is not None:
             example["drop"] = self.dropout.sample(rng)
         return example
+
+
+def still_example(example: dict) -> dict:
+    """A static clip made from a still image, motion intensity 0: MotionCharacter's
+    zero-intensity calibration, so intensity 0 means "do not move"."""
+    frames, pose = example["frames"], example["keypoints"]
+    return {**example, "frames": np.repeat(frames[:1], len(frames), 0),
+            "keypoints": np.repeat(pose[:1], len(pose), 0),
+            "driver_keypoints": np.repeat(pose[:1], len(pose), 0),
+            "driver_frames": np.repeat(frames[:1], len(frames), 0),
+            "motion_intensity": np.float32(0.0), "static": True,
+            **({"camera": np.repeat(example["camera"][:1], len(frames), 0)}
+               if "camera" in example else {})}

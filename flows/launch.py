@@ -1,0 +1,60 @@
+"""Launch a distributed training worker and follow it.
+
+Locally the worker runs under `torchrun --standalone` (one node, N processes, gloo on CPU);
+on a cluster the same worker module runs in the pods of a Kubernetes job (deploy/). The
+worker prints one JSON object per line prefixed with `@@mc ` for progress; everything else
+is its log. The caller turns progress lines into a progress bar and keeps the log tail for
+the error message when the worker fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from flows.errors import MotionControlError
+
+PROGRESS_PREFIX = "@@mc "
+
+
+class WorkerFailed(MotionControlError):
+    """The training worker exited with an error; the message carries its last log lines."""
+
+
+def emit(event: dict) -> None:
+    """Called in the worker (rank 0): one progress event for the launcher."""
+    print(PROGRESS_PREFIX + json.dumps(event), flush=True)
+
+
+def run_worker(module: str, args: list[str], *, nproc: int = 1, env: dict | None = None,
+               log_path: Path, on_event: Callable[[dict], None] = lambda e: None) -> None:
+    """Run `module` under torchrun; its whole log goes to `log_path`."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", module, *args]
+    errors: list[str] = []
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})}, bufsize=1)
+    try:
+        with open(log_path, "a") as log:
+            for line in proc.stdout:
+                if line.startswith(PROGRESS_PREFIX):
+                    event = json.loads(line[len(PROGRESS_PREFIX):])
+                    if event.get("event") == "error":
+                        errors.append(event["error"])
+                    on_event(event)
+                else:
+                    log.write(line)
+        code = proc.wait()
+    except BaseException:  # interrupted: do not leave the workers behind
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
+    if code != 0:
+        why = errors[0] if errors else f"exit code {code}"
+        why = why if len(why) < 600 else why[:600] + " …"
+        raise WorkerFailed(f"training worker failed: {why} (full log: {log_path})")

@@ -1,0 +1,178 @@
+"""Prefect flow `train` (`make train-stageN`, `motionctl train --stage N`).
+
+Finds the dataset (the newest curated one) and the previous stage (through the MLflow
+registry), opens or resumes the stage's MLflow run, launches the training worker
+(flows/train_worker.py) under torchrun with a progress bar, and registers the result as a
+version of `motioncontrol-teacher` tagged with its stage and dataset digest.
+
+A stage already trained on the same inputs is reused; a stage whose run was killed resumes
+from its last checkpoint in the object store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
+from prefect import flow
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from flows.datasets import load_manifest
+from flows.errors import MotionControlError
+from flows.launch import run_worker
+from flows.settings import TEACHER_MODEL, Settings, get_settings
+from flows.store import open_store
+from flows.tracking import _mlflow, register_version, start_run
+from flows.train_config import STAGES, TRAIN_PRESETS, TrainConfig, TrainPlan
+from flows.train_worker import weights_key
+
+RESUME_TAG = "mc.resume_key"
+DONE_TAG = "mc.done"
+
+
+@dataclass
+class TrainResult:
+    stage: int
+    run_id: str
+    version: int
+    weights: str
+    reused: bool
+
+
+def train_config(settings: Settings) -> TrainConfig:
+    cfg = TRAIN_PRESETS[settings.profile]
+    overrides = {k: v for k, v in settings.train.model_dump().items()
+                 if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    return dataclasses.replace(cfg, **overrides)
+
+
+def stage_version(settings: Settings, stage: int) -> tuple[int, dict] | None:
+    """Newest registered teacher version of `stage`: (version, tags)."""
+    client = _mlflow(settings).MlflowClient()
+    versions = [v for v in client.search_model_versions(f"name = '{TEACHER_MODEL}'")
+                if v.tags.get("stage") == str(stage)]
+    if not versions:
+        return None
+    best = max(versions, key=lambda v: int(v.version))
+    return int(best.version), dict(best.tags)
+
+
+def plan_stage(settings: Settings, stage: int) -> TrainPlan:
+    if stage not in STAGES:
+        raise MotionControlError(f"unknown stage {stage}; stages are {sorted(STAGES)}")
+    cfg = train_config(settings)
+    stage_cfg = cfg.stages[stage]
+    manifest = load_manifest(open_store(settings), settings.curate.dataset)
+    parent = vae = None
+    if stage >= 1:
+        found = stage_version(settings, 0)
+        if found is None:
+            raise MotionControlError("stage 0 (the video VAE) is not trained yet; run "
+                                     "`make train-stage0` first")
+        vae = found[1]["weights"]
+    if stage >= 2:
+        found = stage_version(settings, stage - 1)
+        if found is None:
+            raise MotionControlError(f"stage {stage - 1} is not trained yet; run "
+                                     f"`make train-stage{stage - 1}` first")
+        parent = found[1]["weights"]
+    steps = settings.train.steps or stage_cfg.steps
+    return TrainPlan(stage=stage, run_id="", dataset=manifest["dataset"],
+                     dataset_digest=manifest["digest"], config=cfg, steps=steps,
+                     lr=stage_cfg.lr, batch_size=settings.train.batch_size or stage_cfg.batch_size,
+                     parent_weights=parent, vae_weights=vae, seed=settings.seed)
+
+
+def resume_key(plan: TrainPlan) -> str:
+    """Same key, same training: the plan without its run id."""
+    return hashlib.sha256(dataclasses.replace(plan, run_id="").to_json().encode()).hexdigest()[:16]
+
+
+def find_run(settings: Settings, key: str):
+    mlflow = _mlflow(settings)
+    runs = mlflow.search_runs(experiment_names=["teacher"], output_format="list",
+                              filter_string=f"tags.`{RESUME_TAG}` = '{key}'",
+                              order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def run_training(settings: Settings, stage: int, force: bool = False) -> TrainResult:
+    plan = plan_stage(settings, stage)  # fails in one line, before Prefect starts
+    return train_flow(stage=stage, force=force, plan_json=plan.to_json())
+
+
+@flow(name="train", log_prints=True)
+def train_flow(stage: int, force: bool = False, plan_json: str | None = None) -> TrainResult:
+    settings = get_settings()
+    plan = TrainPlan.from_json(plan_json) if plan_json else plan_stage(settings, stage)
+    key = resume_key(plan)
+    previous = None if force else find_run(settings, key)
+    if previous is not None and previous.data.tags.get(DONE_TAG) == "true":
+        tags = previous.data.tags
+        print(f"stage {stage} already trained on these inputs: run {previous.info.run_id}, "
+              f"version {tags['mc.version']} (reused)")
+        return TrainResult(stage, previous.info.run_id, int(tags["mc.version"]),
+                           tags["mc.weights"], True)
+    if previous is not None:
+        plan.run_id = previous.info.run_id
+        print(f"resuming stage {stage} run {plan.run_id} from its last checkpoint")
+    else:
+        with start_run(settings, "teacher", run_name=f"stage{stage}",
+                       dataset_digest=plan.dataset_digest,
+                       tags={RESUME_TAG: key, "mc.stage": str(stage)},
+                       params={"stage": stage, "steps": plan.steps, "lr": plan.lr,
+                               "batch_size": plan.batch_size,
+                               "model_preset": plan.config.model_preset,
+                               "resolution": plan.config.resolution,
+                               "parent_weights": plan.parent_weights or "",
+                               "vae_weights": plan.vae_weights or ""}) as run:
+            plan.run_id = run.info.run_id
+
+    plan_path = settings.home / "tmp" / "train" / f"{plan.run_id}.json"
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(plan.to_json())
+    done = _run_with_progress(settings, plan, str(plan_path))
+
+    weights = weights_key(plan.run_id)
+    version = register_version(
+        settings, done["model_uri"], TEACHER_MODEL,
+        tags={"stage": str(stage), "dataset_digest": plan.dataset_digest, "weights": weights,
+              "component": "vae" if stage == 0 else "dit", "run_id": plan.run_id})
+    client = _mlflow(settings).MlflowClient()
+    for tag, value in ((DONE_TAG, "true"), ("mc.version", str(version)),
+                       ("mc.weights", weights)):
+        client.set_tag(plan.run_id, tag, value)
+    print(f"stage {stage} ({STAGES[stage]}): registered {TEACHER_MODEL} version {version}")
+    return TrainResult(stage, plan.run_id, version, weights, False)
+
+
+def _run_with_progress(settings: Settings, plan: TrainPlan, plan_path: str) -> dict:
+    """Run the worker under a progress bar; returns its final ("done") event."""
+    final: dict = {}
+    columns = (TextColumn("[bold]stage {task.fields[stage]}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("loss {task.fields[loss]:.4f}"),
+               TextColumn("{task.fields[rate]:.2f} samples/s"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        bar = progress.add_task("train", total=plan.steps, stage=plan.stage, loss=float("nan"),
+                                rate=0.0)
+
+        def on_event(event: dict) -> None:
+            if "step" in event:
+                progress.update(bar, completed=event["step"])
+            if event.get("event") == "step":
+                progress.update(bar, loss=event["loss"], rate=event["samples_per_s"])
+            elif event.get("event") in ("resumed", "checkpoint"):
+                progress.console.print(f"{event['event']} at step {event['step']}")
+            elif event.get("event") == "done":
+                final.update(event)
+
+        run_worker("flows.train_worker", [plan_path], nproc=settings.train.nproc,
+                   log_path=settings.home / "tmp" / "train" / f"{plan.run_id}.log",
+                   on_event=on_event)
+    if "model_uri" not in final:
+        raise MotionControlError("the training worker ended without registering its model; "
+                                 "see its log above")
+    return final

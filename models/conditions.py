@@ -1,0 +1,272 @@
+"""The DiT's conditions as tensors, built from a dataset batch (models/data/dataset.py).
+
+    cond = build_conditions(batch, encode_latents=vae_encode, text=TextEncoder(), size=64,
+                            device="cpu")
+    velocity = model(x_t, t, cond, drop=drop_masks(batch, "cpu"))
+
+Pose maps are rendered from the target's keypoints (the driver retargeted to the reference
+character), expression codes come from the driver's face (identity-agnostic by construction),
+the identity embedding from dlib on the reference image (cached per image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from models.text import TextEncoder
+
+FACE_POINTS, FACE_CODE_DIM, IDENTITY_DIM = 68, 3, 128
+
+
+@dataclass
+class Conditions:
+    """Every condition of a batch of B clips of T pixel frames (H x W) whose latents are
+    (B, C, T', h, w). Tensors live on the model's device."""
+
+    reference_latents: Tensor  # (B, C, R, h, w): reference image [+ subject library frames]
+    body_maps: Tensor  # (B, 3, T, H, W) float in [0, 1], depth-ordered body pose maps
+    hand_maps: Tensor  # (B, 3, T, H, W)
+    face_codes: Tensor  # (B, T, 68, 3) identity-agnostic expression codes
+    identity_embedding: Tensor  # (B, 128) dlib embedding of the reference (zeros: no face)
+    identity_valid: Tensor  # (B,) bool, a face was found
+    reference_pixels: Tensor  # (B, 3, H, W) in [-1, 1]
+    subject_library: Tensor  # (B, K, 3, H, W) in [-1, 1], K >= 0
+    subject_mask: Tensor  # (B, K) bool, which library images exist
+    text_tokens: Tensor  # (B, L, 384) MiniLM token embeddings of the caption
+    text_mask: Tensor  # (B, L) bool
+    action_embedding: Tensor  # (B, 384) MiniLM pooled embedding of the action phrase
+    motion_intensity: Tensor  # (B,)
+    camera: Tensor  # (B, T, 3) pan_x, pan_y, zoom
+    anchor_latents: Tensor | None = None  # (B, C, T', h, w): given latent frames
+    anchor_mask: Tensor | None = None  # (B, T') bool, which latent frames are given
+
+    @property
+    def batch_size(self) -> int:
+        return self.reference_latents.shape[0]
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Conditions:
+        """A copy with `fn` applied to every tensor."""
+        return dataclasses.replace(self, **{
+            f.name: fn(v) for f in dataclasses.fields(self)
+            if isinstance(v := getattr(self, f.name), Tensor)})
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Conditions:
+        """Move to `device`; floating tensors also cast to `dtype` when given."""
+        return self.map(lambda v: v.to(device, dtype if dtype and v.is_floating_point()
+                                       else None))
+
+    def repeat(self, n: int) -> Conditions:
+        """The batch n times over (B -> n B), for guidance branches in one forward."""
+        return self.map(lambda v: torch.cat([v] * n))
+
+    def with_anchors(self, latents: Tensor, mask: Tensor) -> Conditions:
+        """Given latent frames (B, C, T', h, w) where `mask` (B, T') is True, e.g. the first
+        and last frames of a long-video sub-clip (the others are ignored)."""
+        if latents.ndim != 5 or mask.shape != (latents.shape[0], latents.shape[2]):
+            raise InvalidInput(f"anchors must be (B, C, T', h, w) latents and a (B, T') mask, "
+                               f"got {tuple(latents.shape)} and {tuple(mask.shape)}")
+        return dataclasses.replace(self, anchor_latents=latents,
+                                   anchor_mask=mask.to(latents.device, torch.bool))
+
+
+# --------------------------------------------------------------------------- identity
+
+_identity_cache: OrderedDict[bytes, np.ndarray | None] = OrderedDict()
+_identity_lock = threading.Lock()
+IDENTITY_CACHE_SIZE = 4096
+
+
+def reference_identity(image: np.ndarray) -> np.ndarray | None:
+    """dlib 128-d face embedding of an RGB uint8 image (None: no face), cached by content:
+    a reference comes back every epoch and detection costs ~0.1-1 s."""
+    from models.curation.base import CurationThresholds
+    from models.curation.identity import face_embedding
+
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    key = hashlib.blake2b(image.tobytes(), digest_size=16,
+                          person=str(image.shape).encode()[:16]).digest()
+    with _identity_lock:
+        if key in _identity_cache:
+            _identity_cache.move_to_end(key)
+            return _identity_cache[key]
+    emb = face_embedding(image, CurationThresholds())
+    with _identity_lock:
+        _identity_cache[key] = emb
+        while len(_identity_cache) > IDENTITY_CACHE_SIZE:
+            _identity_cache.popitem(last=False)
+    return emb
+
+
+# --------------------------------------------------------------------------- batch -> tensors
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _images(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) float32 in [-1, 1]."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise InvalidInput(f"images must be (N, H, W, 3) uint8, got {images.dtype} "
+                           f"{images.shape}")
+    resized = [img if img.shape[:2] == (size, size)
+               else cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for img in images]
+    out = np.stack(resized).astype(np.float32) / 127.5 - 1 if resized else \
+        np.zeros((0, size, size, 3), np.float32)
+    return out.transpose(0, 3, 1, 2)
+
+
+def _pose_maps(kps: np.ndarray, size: int, part: str) -> np.ndarray:
+    """(B, T, 133, 4) -> (B, 3, T, size, size) float32 in [0, 1]."""
+    from models.motion import render_pose_map
+
+    maps = np.stack([render_pose_map(k, (size, size), parts=(part,)) for k in kps])
+    return maps.transpose(0, 4, 1, 2, 3).astype(np.float32) / 255.0
+
+
+def _face_codes(kps: np.ndarray, aspect: float) -> np.ndarray:
+    """(B, T, 133, 4) -> (B, T, 68, 3) expression codes (zeros where no face is seen);
+    aspect: the frames' width / height."""
+    from models.motion import canonicalize_face
+
+    out = np.zeros(kps.shape[:2] + (FACE_POINTS, FACE_CODE_DIM), np.float32)
+    for i, clip in enumerate(kps):
+        try:
+            codes = canonicalize_face(clip, aspect=aspect).codes
+        except InvalidInput:  # no frame shows the face
+            continue
+        out[i, ..., : codes.shape[-1]] = codes
+    return out
+
+
+def build_conditions(batch: dict, *, encode_latents: Callable[[Tensor], Tensor],
+                     text: TextEncoder, size: int, device,
+                     max_text_len: int = 32) -> Conditions:
+    """Conditions of a collated dataset batch.
+
+    batch: `keypoints` (B, T, 133, 4) (the target's pose), `driver_keypoints` (expression
+    source; default: keypoints), `reference` (B, H, W, 3) uint8, `caption`, `action_phrase`
+    (lists of B strings), `motion_intensity` (B,), optional `camera` (B, T, 3) (default
+    static), optional `subject_library` (B, K, H, W, 3) uint8 with `subject_mask` (B, K).
+    encode_latents: (N, 3, T, H, W) video in [-1, 1] -> latents (the VAE), run without
+    gradients. text: a `models.text.TextEncoder`. size: the clip's side in pixels.
+    """
+    missing = {"keypoints", "reference", "caption", "action_phrase", "motion_intensity"} \
+        - batch.keys()
+    if missing:
+        raise InvalidInput(f"batch lacks {sorted(missing)}")
+    kps = _numpy(batch["keypoints"]).astype(np.float32)
+    if kps.ndim != 4 or kps.shape[2:] != (133, 4):
+        raise InvalidInput(f"batch['keypoints'] must be (B, T, 133, 4), got {kps.shape}")
+    b, frames = kps.shape[:2]
+    driver = _numpy(batch.get("driver_keypoints", kps)).astype(np.float32)
+    if driver.shape != kps.shape:
+        raise InvalidInput(f"driver_keypoints {driver.shape} must match keypoints {kps.shape}")
+    captions, phrases = list(batch["caption"]), list(batch["action_phrase"])
+    if len(captions) != b or len(phrases) != b:
+        raise InvalidInput(f"caption and action_phrase need {b} strings each")
+
+    reference = _numpy(batch["reference"])
+    if reference.ndim != 4 or len(reference) != b:
+        raise InvalidInput(f"batch['reference'] must be (B, H, W, 3) uint8, got "
+                           f"{reference.shape}")
+    library = batch.get("subject_library")
+    library = np.zeros((b, 0, size, size, 3), np.uint8) if library is None else _numpy(library)
+    if library.ndim != 5 or len(library) != b:
+        raise InvalidInput(f"subject_library must be (B, K, H, W, 3) uint8, got {library.shape}")
+    k = library.shape[1]
+    lib_mask = batch.get("subject_mask")
+    lib_mask = np.ones((b, k), bool) if lib_mask is None else _numpy(lib_mask).astype(bool)
+    if lib_mask.shape != (b, k):
+        raise InvalidInput(f"subject_mask must be ({b}, {k}), got {lib_mask.shape}")
+
+    frames_shape = batch["frames"].shape if "frames" in batch else (b, frames, 1, 1)
+    aspect = frames_shape[3] / frames_shape[2]
+    embeddings = [reference_identity(img) for img in reference]
+    identity = np.stack([np.zeros(IDENTITY_DIM) if e is None else e for e in embeddings])
+    camera = batch.get("camera")
+    camera = np.tile(np.array([0.0, 0.0, 1.0], np.float32), (b, frames, 1)) \
+        if camera is None else _numpy(camera).astype(np.float32)
+    if camera.shape != (b, frames, 3):
+        raise InvalidInput(f"camera must be ({b}, {frames}, 3), got {camera.shape}")
+
+    ref_pixels = torch.from_numpy(_images(reference, size))
+    lib_pixels = torch.from_numpy(_images(library.reshape(-1, *library.shape[2:]), size))
+    with torch.no_grad():
+        latents = encode_latents(torch.cat([ref_pixels, lib_pixels]).to(device)[:, :, None])
+    latents = torch.cat([latents[:b], latents[b:].unflatten(0, (b, k)).transpose(1, 2)
+                         .flatten(2, 3)], 2) if k else latents[:b]
+    tokens, mask = text.tokens(captions, max_len=max_text_len)
+
+    def tensor(a, dtype=torch.float32) -> Tensor:
+        return torch.as_tensor(np.asarray(a)).to(device, dtype)
+
+    return Conditions(
+        reference_latents=latents.to(device),
+        body_maps=tensor(_pose_maps(kps, size, "body")),
+        hand_maps=tensor(_pose_maps(kps, size, "hands")),
+        face_codes=tensor(_face_codes(driver, aspect)),
+        identity_embedding=tensor(identity),
+        identity_valid=tensor([e is not None for e in embeddings], torch.bool),
+        reference_pixels=ref_pixels.to(device),
+        subject_library=lib_pixels.view(b, k, 3, size, size).to(device),
+        subject_mask=tensor(lib_mask, torch.bool),
+        text_tokens=tokens.to(device), text_mask=mask.to(device),
+        action_embedding=text.pooled(phrases).to(device),
+        motion_intensity=tensor(_numpy(batch["motion_intensity"]).reshape(b)),
+        camera=tensor(camera),
+    )
+
+
+def drop_masks(batch: dict, device) -> dict[str, Tensor] | None:
+    """The batch's per-condition dropout flags as (B,) bool tensors (None: no dropout)."""
+    drop = batch.get("drop")
+    if drop is None:
+        return None
+    return {k: torch.as_tensor(_numpy(v)).to(device, torch.bool).reshape(-1)
+            for k, v in drop.items()}
+
+
+def random_conditions(config, batch_size: int, latent_frames: int, latent_size: int, *,
+                      library: int = 0, text_len: int = 6, seed: int = 0,
+                      device=None) -> Conditions:
+    """Random conditions of the right shapes for a `models.dit.DiTConfig` (tests and
+    benchmarks): pixel frames 1 + temporal_factor (T' - 1), side latent_size x spatial_factor,
+    R = 1 + library reference frames."""
+    g = torch.Generator().manual_seed(seed)
+    b, c = batch_size, config.latent_channels
+    frames = 1 + config.temporal_factor * (latent_frames - 1)
+    side = latent_size * config.spatial_factor
+
+    def rand(*shape) -> Tensor:
+        return torch.rand(*shape, generator=g)
+
+    return Conditions(
+        reference_latents=torch.randn(b, c, 1 + library, latent_size, latent_size, generator=g),
+        body_maps=rand(b, 3, frames, side, side), hand_maps=rand(b, 3, frames, side, side),
+        face_codes=torch.randn(b, frames, FACE_POINTS, FACE_CODE_DIM, generator=g) * 0.05,
+        identity_embedding=torch.randn(b, IDENTITY_DIM, generator=g) * 0.1,
+        identity_valid=torch.ones(b, dtype=torch.bool),
+        reference_pixels=rand(b, 3, side, side) * 2 - 1,
+        subject_library=rand(b, library, 3, side, side) * 2 - 1,
+        subject_mask=torch.ones(b, library, dtype=torch.bool),
+        text_tokens=torch.randn(b, text_len, config.text_dim, generator=g),
+        text_mask=torch.ones(b, text_len, dtype=torch.bool),
+        action_embedding=torch.nn.functional.normalize(
+            torch.randn(b, config.text_dim, generator=g), dim=-1),
+        motion_intensity=rand(b) * 0.02,
+        camera=torch.cat([rand(b, frames, 2) * 0.2 - 0.1, 1 + rand(b, frames, 1) * 0.5], -1),
+    ).to(device)

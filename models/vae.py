@@ -1,0 +1,459 @@
+"""Causal 3D video VAE (training stage 0 of the teacher), after Wan-VAE.
+
+Video (B, 3, T, H, W) in [-1, 1] with T = 1 + t*k  <->  latent (B, C, 1 + k, H/s, W/s), where
+t and s are the temporal and spatial compression. Every convolution pads time on the past side
+only and GroupNorm takes its statistics per frame, so latent frame j sees pixel frames <= t*j:
+the first frame is encoded alone, and an image is a video with T = 1 (reference images and
+first frames share one latent space).
+
+`WanVAEAdapter` wraps a pretrained diffusers `AutoencoderKLWan` from a local folder (the `base`
+profile) behind the same interface; `load_vae` picks one of the two.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    in_channels: int = 3
+    latent_channels: int = 16
+    base_channels: int = 96
+    # one entry per resolution level; between two levels one downsampling step
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    # per downsampling step: does it halve H and W, does it halve T (late in time, like Wan)
+    spatial_down: tuple[bool, ...] = (True, True, True)
+    temporal_down: tuple[bool, ...] = (False, True, True)
+    # space-to-depth of the pixels first (Wan 2.2): full-resolution convs are what costs most
+    patch_size: int = 1
+    num_res_blocks: int = 2
+    attention: bool = True  # one per-frame self-attention in each mid block
+    norm_groups: int = 32
+
+    def __post_init__(self):
+        steps = len(self.channel_mult) - 1
+        if len(self.spatial_down) != steps or len(self.temporal_down) != steps:
+            raise InvalidInput(
+                f"spatial_down has {len(self.spatial_down)} and temporal_down "
+                f"{len(self.temporal_down)} entries for {len(self.channel_mult)} channel_mult "
+                f"levels: give one flag per downsampling step ({steps})")
+        widths = {self.base_channels * m for m in self.channel_mult}
+        if any(w % self.norm_groups for w in widths):
+            raise InvalidInput(
+                f"channel widths {sorted(widths)} are not all divisible by norm_groups="
+                f"{self.norm_groups}: change base_channels, channel_mult or norm_groups")
+        if min(self.in_channels, self.latent_channels, self.num_res_blocks, self.patch_size) < 1:
+            raise InvalidInput(
+                "in_channels, latent_channels, num_res_blocks and patch_size must be >= 1")
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.patch_size * 2 ** sum(self.spatial_down)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** sum(self.temporal_down)
+
+
+VAE_PRESETS: dict[str, VAEConfig] = {
+    "tiny": VAEConfig(latent_channels=4, base_channels=32, channel_mult=(1, 2, 2),
+                      spatial_down=(True, False), temporal_down=(True, True), patch_size=4,
+                      num_res_blocks=1, attention=False, norm_groups=8),
+    "small": VAEConfig(latent_channels=16, base_channels=64, num_res_blocks=2),
+    "base": VAEConfig(),
+}
+
+
+# --- posterior ----------------------------------------------------------------------------
+
+class DiagonalGaussian:
+    """q(z|x) = N(mean, exp(logvar)); `params` holds mean and logvar stacked on channels."""
+
+    def __init__(self, params: torch.Tensor):
+        self.mean, logvar = params.chunk(2, dim=1)
+        self.logvar = logvar.clamp(-30.0, 20.0)  # keeps exp() finite early in training
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
+                            dtype=self.mean.dtype)
+        return self.mean + self.std * noise
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL to N(0, I), per sample (B,), mean over latent elements (independent of size)."""
+        kl = 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
+        return kl.flatten(1).mean(1)
+
+
+# --- shared interface: input checks and latent scaling --------------------------------------
+
+class LatentVAE(nn.Module):
+    """What the diffusion model sees of a VAE, whichever is inside.
+
+    Subclasses set `in_channels`, `latent_channels`, `spatial_factor`, `temporal_factor` and
+    register the per-channel buffers `shift` and `scaling_factor`:
+    diffusion latent = (z - shift) * scaling_factor, ~zero mean and unit variance per channel.
+    """
+
+    in_channels: int
+    latent_channels: int
+    spatial_factor: int
+    temporal_factor: int
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _per_channel(self, name: str) -> torch.Tensor:
+        return getattr(self, name).view(1, -1, 1, 1, 1)
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self._per_channel("shift")) * self._per_channel("scaling_factor")
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z / self._per_channel("scaling_factor") + self._per_channel("shift")
+
+    def encode_latents(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                       sample: bool = True) -> torch.Tensor:
+        """Pixels -> normalised latents for the diffusion model (a sample, or the mean)."""
+        posterior = self.encode(x)
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return self.normalize_latents(z)
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents from the diffusion model -> pixels in [-1, 1]."""
+        return self.decode(self.denormalize_latents(z)).clamp(-1.0, 1.0)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, T', H', W') of the latent of a (3, frames, height, width) video."""
+        self._check_size(frames, height, width)
+        s = self.spatial_factor
+        return (self.latent_channels, 1 + (frames - 1) // self.temporal_factor,
+                height // s, width // s)
+
+    def _check_size(self, frames: int, height: int, width: int) -> None:
+        t, s = self.temporal_factor, self.spatial_factor
+        if frames < 1 or (frames - 1) % t:
+            lo = 1 + t * max(0, (frames - 1) // t)
+            raise InvalidInput(
+                f"video has {frames} frames; the causal VAE needs 1 + {t}k frames (1, {1 + t}, "
+                f"{1 + 2 * t}, ...): trim or pad the clip, e.g. to {lo} or {lo + t} frames")
+        if height % s or width % s:
+            raise InvalidInput(
+                f"frame size {height}x{width} is not divisible by the spatial compression {s}: "
+                f"resize or crop to e.g. {height // s * s or s}x{width // s * s or s}")
+
+    def check_video(self, x: torch.Tensor) -> None:
+        if not torch.is_tensor(x) or x.ndim != 5:
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise InvalidInput(
+                f"expected a video tensor (B, {self.in_channels}, T, H, W), got {got}: "
+                f"for images (B, C, H, W) use x.unsqueeze(2) (an image is a 1-frame video)")
+        if not x.is_floating_point():
+            raise InvalidInput(f"video dtype is {x.dtype}; pass floats in [-1, 1] "
+                               "(for uint8 frames: x.float() / 127.5 - 1)")
+        if x.shape[1] != self.in_channels:
+            raise InvalidInput(
+                f"video has {x.shape[1]} channels, expected {self.in_channels} (RGB) in dim 1 "
+                f"of (B, C, T, H, W): for (B, T, H, W, C) frames use x.permute(0, 4, 1, 2, 3)")
+        self._check_size(*x.shape[2:])
+        if x.numel() and x.detach().abs().amax() > 1.01:
+            raise InvalidInput(
+                f"video values reach {x.detach().abs().amax().item():.3g}; pass [-1, 1] "
+                "(from [0, 255]: x / 127.5 - 1; from [0, 1]: 2 * x - 1), or clamp")
+
+    def check_latent(self, z: torch.Tensor) -> None:
+        if not torch.is_tensor(z) or z.ndim != 5 or z.shape[1] != self.latent_channels:
+            got = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
+            raise InvalidInput(f"expected latents (B, {self.latent_channels}, T', H', W'), "
+                               f"got {got}: pass what encode() returns")
+
+
+# --- the from-scratch causal VAE ------------------------------------------------------------
+
+# PyTorch sends small batch-1 CPU conv3d (N*C*T*H <= 20480: every tiny-preset conv at B=1) to
+# its slow native kernel; oneDNN is ~4x faster there (same numbers, autograd included).
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
+
+
+class CausalConv3d(nn.Conv3d):
+    """3D conv that pads time on the past side only: output frame i sees input frames <= i."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int | tuple = 1):
+        super().__init__(cin, cout, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
+        self.time_pad = kernel - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0))
+        if _ONEDNN and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32:
+            return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding,
+                                            self.stride, self.dilation, self.groups)
+        return super().forward(x)
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm with statistics per frame: a 3D GroupNorm pools over time and so would leak
+    later frames into earlier latents (and make an image encode differently from frame 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = super().forward(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return y.reshape(b, t, c, h, w).transpose(1, 2)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, groups: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            FrameGroupNorm(groups, cin), nn.SiLU(), CausalConv3d(cin, cout),
+            FrameGroupNorm(groups, cout), nn.SiLU(), CausalConv3d(cout, cout))
+        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.block(x)
+
+
+class FrameAttention(nn.Module):
+    """Single-head spatial self-attention within each frame (causal by construction)."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = FrameGroupNorm(groups, channels)
+        self.qkv = nn.Conv3d(channels, 3 * channels, 1)
+        self.proj = nn.Conv3d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).permute(0, 2, 3, 4, 1).reshape(b * t, h * w, 3 * c)
+        y = F.scaled_dot_product_attention(*qkv.chunk(3, dim=-1))
+        return x + self.proj(y.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3))
+
+
+class Upsample(nn.Module):
+    """Inverse of one downsampling step; its conv also narrows to the next level's width."""
+
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool):
+        super().__init__()
+        self.spatial, self.temporal = spatial, temporal
+        self.conv = CausalConv3d(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.temporal:  # frame 0 stays alone, the others double: 1 + k -> 1 + 2k frames
+            x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(2, dim=2)], dim=2)
+        if self.spatial:
+            x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")
+        return self.conv(x)
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, C*p*p, T, H/p, W/p), per frame."""
+    b, c, t, h, w = x.shape
+    x = x.view(b, c, t, h // p, p, w // p, p).permute(0, 1, 4, 6, 2, 3, 5)
+    return x.reshape(b, c * p * p, t, h // p, w // p)
+
+
+def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    b, cpp, t, h, w = x.shape
+    x = x.view(b, cpp // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 2, 6, 3)
+    return x.reshape(b, cpp // (p * p), t, h * p, w * p)
+
+
+def _mid(channels: int, cfg: VAEConfig) -> nn.Sequential:
+    attn = [FrameAttention(channels, cfg.norm_groups)] if cfg.attention else []
+    return nn.Sequential(ResBlock(channels, channels, cfg.norm_groups), *attn,
+                         ResBlock(channels, channels, cfg.norm_groups))
+
+
+def _head(cin: int, cout: int, groups: int) -> nn.Sequential:
+    return nn.Sequential(FrameGroupNorm(groups, cin), nn.SiLU(), CausalConv3d(cin, cout))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.patch = cfg.patch_size
+        widths = [cfg.base_channels * m for m in cfg.channel_mult]
+        layers: list[nn.Module] = [CausalConv3d(cfg.in_channels * self.patch ** 2, widths[0])]
+        cin = widths[0]
+        for level, width in enumerate(widths):
+            for _ in range(cfg.num_res_blocks):
+                layers.append(ResBlock(cin, width, cfg.norm_groups))
+                cin = width
+            if level < len(widths) - 1:
+                # kernel 3, stride 2 with 2 past pad frames: out frame j sees in frames 2j-2..2j,
+                # so 1 + 2k frames -> 1 + k and frame 0 still stands alone
+                s, t = cfg.spatial_down[level], cfg.temporal_down[level]
+                layers.append(CausalConv3d(cin, cin, stride=(1 + t, 1 + s, 1 + s)))
+        layers += [_mid(cin, cfg), _head(cin, 2 * cfg.latent_channels, cfg.norm_groups)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(patchify(x, self.patch) if self.patch > 1 else x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.patch = cfg.patch_size
+        widths = [cfg.base_channels * m for m in cfg.channel_mult]
+        cin = widths[-1]
+        layers: list[nn.Module] = [CausalConv3d(cfg.latent_channels, cin), _mid(cin, cfg)]
+        for level in reversed(range(len(widths))):
+            for _ in range(cfg.num_res_blocks + 1):  # one more than the encoder, as in LDM/Wan
+                layers.append(ResBlock(cin, widths[level], cfg.norm_groups))
+                cin = widths[level]
+            if level > 0:
+                s, t = cfg.spatial_down[level - 1], cfg.temporal_down[level - 1]
+                layers.append(Upsample(cin, widths[level - 1], s, t))
+                cin = widths[level - 1]
+        layers.append(_head(cin, cfg.in_channels * self.patch ** 2, cfg.norm_groups))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.layers(z)
+        return unpatchify(x, self.patch) if self.patch > 1 else x
+
+
+class VideoVAE(LatentVAE):
+    def __init__(self, config: VAEConfig | str = "tiny"):
+        super().__init__()
+        self.config = cfg = _preset(config) if isinstance(config, str) else config
+        self.in_channels, self.latent_channels = cfg.in_channels, cfg.latent_channels
+        self.spatial_factor, self.temporal_factor = cfg.spatial_factor, cfg.temporal_factor
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        # identity until fit_latent_stats; buffers, so they travel with the state dict
+        self.register_buffer("shift", torch.zeros(cfg.latent_channels))
+        self.register_buffer("scaling_factor", torch.ones(cfg.latent_channels))
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        self.check_video(x)
+        return DiagonalGaussian(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self.check_latent(z)
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, DiagonalGaussian]:
+        posterior = self.encode(x)
+        return self.decode(posterior.sample(generator)), posterior
+
+    def loss(self, x: torch.Tensor, recon: torch.Tensor, posterior: DiagonalGaussian,
+             kl_weight: float = 1e-6) -> dict[str, torch.Tensor]:
+        """L1 reconstruction + kl_weight * KL, both means over elements (so the weight does
+        not depend on resolution). A light KL, as in LDM/Wan: the latent scale is fixed
+        afterwards by `fit_latent_stats`, not by the prior."""
+        if recon.shape != x.shape:
+            raise InvalidInput(f"recon {tuple(recon.shape)} and x {tuple(x.shape)} differ: "
+                               "pass the recon that forward(x) returned")
+        recon_l1 = (recon - x).abs().mean()
+        kl = posterior.kl().mean()
+        return {"total": recon_l1 + kl_weight * kl, "recon_l1": recon_l1, "kl": kl}
+
+    @torch.no_grad()
+    def fit_latent_stats(self, latents: torch.Tensor | list[torch.Tensor]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Set `shift` and `scaling_factor` per channel from latents (B, C, T', H', W') of the
+        training data, so normalize_latents gives zero mean and unit variance. Fit on what the
+        diffusion model will be fed (posterior samples, as encode_latents does by default)."""
+        if isinstance(latents, list | tuple):
+            latents = torch.cat([z.flatten(2) for z in latents], dim=2)
+        if not torch.is_tensor(latents) or latents.ndim < 3 or latents.shape[1] != self.latent_channels:
+            raise InvalidInput(f"expected latents (B, {self.latent_channels}, ...), got "
+                               f"{getattr(latents, 'shape', type(latents).__name__)}")
+        flat = latents.detach().float().transpose(0, 1).reshape(self.latent_channels, -1)
+        if flat.shape[1] < 2:
+            raise InvalidInput("need at least 2 latent values per channel to fit stats: "
+                               "encode more clips")
+        # floor on std: a collapsed channel must not be amplified into noise
+        std = flat.std(dim=1).clamp_min(1e-3)
+        self.shift.copy_(flat.mean(dim=1))
+        self.scaling_factor.copy_(1.0 / std)
+        return self.shift.clone(), self.scaling_factor.clone()
+
+
+def _preset(name: str) -> VAEConfig:
+    if name not in VAE_PRESETS:
+        raise InvalidInput(f"unknown VAE preset {name!r}: use one of {sorted(VAE_PRESETS)}")
+    return VAE_PRESETS[name]
+
+
+# --- pretrained Wan VAE (diffusers) ---------------------------------------------------------
+
+class WanVAEAdapter(LatentVAE):
+    """diffusers `AutoencoderKLWan` behind the VideoVAE interface. Its config's per-channel
+    `latents_mean` / `latents_std` become `shift` / `scaling_factor` (as Wan's pipelines use)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        cfg = model.config
+        self.model = model
+        self.in_channels = cfg.in_channels
+        self.latent_channels = cfg.z_dim
+        self.spatial_factor = cfg.scale_factor_spatial
+        self.temporal_factor = cfg.scale_factor_temporal
+        if len(cfg.latents_mean) != cfg.z_dim or len(cfg.latents_std) != cfg.z_dim:
+            raise InvalidInput(
+                f"Wan VAE config has {len(cfg.latents_mean)} latents_mean / "
+                f"{len(cfg.latents_std)} latents_std values for z_dim={cfg.z_dim}: "
+                "give one per latent channel in config.json")
+        self.register_buffer("shift", torch.tensor(cfg.latents_mean, dtype=torch.float32))
+        self.register_buffer("scaling_factor", 1.0 / torch.tensor(cfg.latents_std, dtype=torch.float32))
+
+    @classmethod
+    def from_pretrained(cls, local_dir: str | os.PathLike, **kwargs) -> WanVAEAdapter:
+        from diffusers import AutoencoderKLWan  # heavy import, only for the base profile
+
+        path = Path(local_dir)
+        if not (path / "config.json").is_file():
+            raise InvalidInput(
+                f"{path} is not a diffusers VAE folder (no config.json): download the Wan VAE "
+                "(e.g. the `vae/` folder of Wan2.1-T2V) to a local folder and pass that path")
+        # local_files_only: never reach a model hub at run time
+        return cls(AutoencoderKLWan.from_pretrained(path, local_files_only=True, **kwargs))
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        self.check_video(x)
+        dist = self.model.encode(x.to(self.model.dtype)).latent_dist
+        return DiagonalGaussian(dist.parameters.float())
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self.check_latent(z)
+        return self.model.decode(z.to(self.model.dtype)).sample.float()
+
+
+def load_vae(preset_or_path: str | os.PathLike | VAEConfig) -> LatentVAE:
+    """A preset name ("tiny", "small", "base") or VAEConfig -> a fresh VideoVAE;
+    a local diffusers folder (config.json + weights) -> the pretrained WanVAEAdapter."""
+    if isinstance(preset_or_path, VAEConfig):
+        return VideoVAE(preset_or_path)
+    if isinstance(preset_or_path, str) and preset_or_path in VAE_PRESETS:
+        return VideoVAE(VAE_PRESETS[preset_or_path])
+    if isinstance(preset_or_path, str | os.PathLike) and Path(preset_or_path).is_dir():
+        return WanVAEAdapter.from_pretrained(preset_or_path)
+    raise InvalidInput(
+        f"cannot load a VAE from {preset_or_path!r}: give a preset ({', '.join(VAE_PRESETS)}) "
+        "or the path of a local diffusers AutoencoderKLWan folder")
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["VAE_PRESETS", "DiagonalGaussian", "LatentVAE", "VAEConfig", "VideoVAE",
+           "WanVAEAdapter", "load_vae", "num_params"]

@@ -1,0 +1,178 @@
+"""TextEncoder (real MiniLM, offline) and build_conditions on a real synthetic batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.conditions import (
+    Conditions,
+    build_conditions,
+    drop_masks,
+    random_conditions,
+    reference_identity,
+)
+from models.dit import DIT_PRESETS, DROP_KEYS, MotionDiT
+from models.errors import InvalidInput
+from models.synthetic import make_motion, render_cross_identity, sample_character
+from models.text import TextEncoder
+
+CFG = DIT_PRESETS["tiny"]
+SIZE, FRAMES = 64, 17
+
+
+@pytest.fixture(scope="module")
+def text() -> TextEncoder:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield TextEncoder()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def clips():
+    motion = make_motion("wave", frames=FRAMES, fps=24)
+    return render_cross_identity(motion, [sample_character(1), sample_character(2)],
+                                 size=SIZE, camera="pan_left")
+
+
+def collate(clips, cross: bool = True) -> dict:
+    """What the dataset's DataLoader yields for these clips (target i, driver i+1)."""
+    drivers = clips[1:] + clips[:1] if cross else clips
+    return {
+        "frames": torch.from_numpy(np.stack([c.frames for c in clips])),
+        "keypoints": torch.from_numpy(np.stack([c.keypoints for c in clips])),
+        "driver_keypoints": torch.from_numpy(np.stack([c.keypoints for c in drivers])),
+        "reference": torch.from_numpy(np.stack([c.reference_image for c in clips])),
+        "camera": torch.from_numpy(np.stack([
+            np.stack([c.camera.pan_x, c.camera.pan_y, c.camera.zoom], 1) for c in clips]
+        ).astype(np.float32)),
+        "motion_intensity": torch.tensor([0.004, 0.009]),
+        "caption": [c.caption for c in clips],
+        "action_phrase": [c.action_phrase for c in clips],
+        "drop": {k: torch.tensor([False, k == "face"]) for k in DROP_KEYS},
+    }
+
+
+def encode(video: torch.Tensor) -> torch.Tensor:
+    """A stand-in VAE: (N, 3, T, H, W) -> (N, C, T, H/8, W/8) (pooled, channels tiled)."""
+    assert video.min() >= -1 and video.max() <= 1
+    pooled = F.avg_pool3d(video, (1, CFG.spatial_factor, CFG.spatial_factor))
+    return torch.cat([pooled, pooled[:, :1]], 1)[:, : CFG.latent_channels]
+
+
+# --------------------------------------------------------------------------- text
+
+def test_text_tokens_and_pooled(text):
+    phrases = ["a child waves both hands", "clapping", ""]
+    tokens, mask = text.tokens(phrases)
+    assert tokens.shape == (3, mask.shape[1], 384) and mask.dtype == torch.bool
+    assert mask.sum(1).tolist()[1:] == [3, 2]  # CLS clapping SEP; CLS SEP
+    assert (tokens[~mask] == 0).all()
+    short, short_mask = text.tokens(phrases, max_len=4)
+    assert short.shape[1] == 4 and short_mask[0].all()
+    with pytest.raises(InvalidInput):
+        text.tokens("not a list")
+    pooled = text.pooled(phrases)
+    assert pooled.shape == (3, 384)
+    torch.testing.assert_close(pooled.norm(dim=1), torch.ones(3))
+
+
+def test_text_is_deterministic_cached_and_batch_independent(text):
+    a, _ = text.tokens(["a man jumps", "smiling"])
+    b, _ = text.tokens(["smiling"])
+    torch.testing.assert_close(a[1, :3], b[0, :3])
+    again, _ = text.tokens(["a man jumps", "smiling"])
+    assert torch.equal(a, again)
+    assert ("smiling", 32) in text._cache
+    similar = text.pooled(["waving hello", "waves a hand", "bowing deeply"])
+    assert similar[0] @ similar[1] > similar[0] @ similar[2]  # it is a real sentence model
+
+
+def test_pooled_matches_sentence_transformers(text):
+    from sentence_transformers import SentenceTransformer
+
+    from models.assets import minilm_dir
+
+    st = SentenceTransformer(str(minilm_dir()), device="cpu")
+    phrases = ["facepalm", "a woman in a red coat dances"]
+    expected = torch.from_numpy(st.encode(phrases, normalize_embeddings=True))
+    torch.testing.assert_close(text.pooled(phrases), expected, atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- build_conditions
+
+def test_build_conditions_on_a_synthetic_batch(text, clips):
+    batch = collate(clips)
+    cond = build_conditions(batch, encode_latents=encode, text=text, size=SIZE, device="cpu")
+    b, lat_t, lat = 2, 1 + (FRAMES - 1) // CFG.temporal_factor, SIZE // CFG.spatial_factor
+    assert cond.reference_latents.shape == (b, CFG.latent_channels, 1, lat, lat)
+    for maps in (cond.body_maps, cond.hand_maps):
+        assert maps.shape == (b, 3, FRAMES, SIZE, SIZE) and maps.dtype == torch.float32
+        assert maps.min() >= 0 and maps.max() <= 1 and maps.max() > 0.5
+    assert not torch.equal(cond.body_maps, cond.hand_maps)
+    assert cond.face_codes.shape == (b, FRAMES, 68, 3) and cond.face_codes.abs().max() > 0
+    assert cond.identity_embedding.shape == (b, 128) and cond.identity_valid.dtype == torch.bool
+    # a face found <=> a non-zero embedding (synthetic faces are small: dlib finds some)
+    assert (cond.identity_embedding.abs().sum(1) > 0).tolist() == cond.identity_valid.tolist()
+    assert cond.reference_pixels.shape == (b, 3, SIZE, SIZE)
+    assert cond.reference_pixels.min() >= -1 and cond.reference_pixels.max() <= 1
+    assert cond.subject_library.shape == (b, 0, 3, SIZE, SIZE) and cond.subject_mask.shape == (b, 0)
+    assert cond.text_tokens.shape[:2] == cond.text_mask.shape and cond.text_mask.any(1).all()
+    assert cond.action_embedding.shape == (b, 384)
+    assert cond.camera.shape == (b, FRAMES, 3) and cond.camera[0, -1, 0] < 0  # pan left
+    assert cond.anchor_latents is None
+    # pose maps follow the target's keypoints, expressions the driver's face
+    swapped = build_conditions(collate(clips, cross=False), encode_latents=encode, text=text,
+                               size=SIZE, device="cpu")
+    assert torch.equal(swapped.body_maps, cond.body_maps)
+
+    drop = drop_masks(batch, "cpu")
+    assert drop["face"].tolist() == [False, True] and set(drop) == set(DROP_KEYS)
+    model = MotionDiT(CFG)
+    x = torch.randn(b, CFG.latent_channels, lat_t, lat, lat)
+    with torch.no_grad():
+        assert model(x, torch.rand(b), cond, drop).shape == x.shape
+
+
+def test_subject_library_becomes_reference_frames(text, clips):
+    batch = collate(clips)
+    library = np.stack([np.stack([c.frames[0], c.frames[-1]]) for c in clips])
+    batch["subject_library"] = torch.from_numpy(library[:, :, ::2, ::2])  # other size: resized
+    batch["subject_mask"] = torch.tensor([[True, False], [True, True]])
+    cond = build_conditions(batch, encode_latents=encode, text=text, size=SIZE, device="cpu")
+    assert cond.subject_library.shape == (2, 2, 3, SIZE, SIZE)
+    assert cond.reference_latents.shape[2] == 3  # reference + 2 library frames
+    torch.testing.assert_close(cond.reference_latents[:, :, 1:],
+                               encode(cond.subject_library.flatten(0, 1)[:, :, None])
+                               .unflatten(0, (2, 2)).transpose(1, 2).flatten(2, 3))
+    assert cond.subject_mask.tolist() == [[True, False], [True, True]]
+
+
+def test_identity_embedding_is_cached(clips):
+    image = clips[0].reference_image
+    first = reference_identity(image)
+    assert reference_identity(image.copy()) is first
+
+
+def test_build_conditions_rejects_bad_batches(text, clips):
+    batch = collate(clips)
+    del batch["caption"]
+    with pytest.raises(InvalidInput, match="caption"):
+        build_conditions(batch, encode_latents=encode, text=text, size=SIZE, device="cpu")
+    batch = collate(clips)
+    batch["camera"] = batch["camera"][:, :3]
+    with pytest.raises(InvalidInput, match="camera"):
+        build_conditions(batch, encode_latents=encode, text=text, size=SIZE, device="cpu")
+
+
+def test_conditions_helpers():
+    cond = random_conditions(CFG, 2, 5, 8, library=1)
+    doubled = cond.repeat(2)
+    assert isinstance(doubled, Conditions) and doubled.batch_size == 4
+    assert torch.equal(doubled.camera[2:], cond.camera)
+    assert cond.to(dtype=torch.float64).body_maps.dtype == torch.float64
+    assert cond.to(dtype=torch.float64).identity_valid.dtype == torch.bool
+    assert drop_masks({}, "cpu") is None
