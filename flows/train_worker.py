@@ -155,6 +155,9 @@ def main(plan_path: str) -> None:
                                      region_alpha=cfg.region_alpha, id_weight=cfg.id_weight,
                                      timestep_shift=cfg.timestep_shift)
 
+    # The EMA copy is taken before DeepSpeed wraps the model, so it stays a plain module
+    # (picklable for the registry, no hooks into the process group).
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -162,7 +165,6 @@ def main(plan_path: str) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                            lr_scheduler=scheduler,
                                            config=deepspeed_config(plan, world))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
 
     def loss_of(module, batch, **kw):
         if plan.stage == 0:

@@ -127,9 +127,10 @@ class LatentVAE(nn.Module):
     def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
         return z / self._per_channel("scaling_factor") + self._per_channel("shift")
 
-    def encode_latents(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                       sample: bool = True) -> torch.Tensor:
-        """Pixels -> normalised latents for the diffusion model (a sample, or the mean)."""
+    def encode_latents(self, x: torch.Tensor, sample: bool = False,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pixels -> normalised latents for the diffusion model: the posterior mean by default
+        (deterministic, as Wan's pipelines; with a light KL a sample differs little)."""
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample else posterior.mode()
         return self.normalize_latents(z)
@@ -369,19 +370,19 @@ class VideoVAE(LatentVAE):
     def fit_latent_stats(self, latents: torch.Tensor | list[torch.Tensor]
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Set `shift` and `scaling_factor` per channel from latents (B, C, T', H', W') of the
-        training data, so normalize_latents gives zero mean and unit variance. Fit on what the
-        diffusion model will be fed (posterior samples, as encode_latents does by default)."""
-        if isinstance(latents, list | tuple):
-            latents = torch.cat([z.flatten(2) for z in latents], dim=2)
-        if not torch.is_tensor(latents) or latents.ndim < 3 or latents.shape[1] != self.latent_channels:
-            raise InvalidInput(f"expected latents (B, {self.latent_channels}, ...), got "
-                               f"{getattr(latents, 'shape', type(latents).__name__)}")
-        flat = latents.detach().float().transpose(0, 1).reshape(self.latent_channels, -1)
+        training data (one tensor or a list of batches), so normalize_latents gives zero mean
+        and unit variance. Fit on what the diffusion model is fed (encode_latents: the mode)."""
+        batches = list(latents) if isinstance(latents, list | tuple) else [latents]
+        c = self.latent_channels
+        for z in batches:
+            if not torch.is_tensor(z) or z.ndim < 3 or z.shape[1] != c:
+                raise InvalidInput(f"expected latents (B, {c}, ...), got "
+                                   f"{getattr(z, 'shape', type(z).__name__)}: pass encode() outputs")
+        flat = torch.cat([z.detach().float().transpose(0, 1).reshape(c, -1) for z in batches], 1)
         if flat.shape[1] < 2:
             raise InvalidInput("need at least 2 latent values per channel to fit stats: "
                                "encode more clips")
-        # floor on std: a collapsed channel must not be amplified into noise
-        std = flat.std(dim=1).clamp_min(1e-3)
+        std = flat.std(dim=1).clamp_min(1e-3)  # a collapsed channel must not become noise
         self.shift.copy_(flat.mean(dim=1))
         self.scaling_factor.copy_(1.0 / std)
         return self.shift.clone(), self.scaling_factor.clone()
