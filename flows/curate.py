@@ -230,7 +230,7 @@ def run_curation(settings: Settings, force: bool = False) -> CurationResult:
     return curate_flow.with_options(task_runner=runner)(force=force)
 
 
-@flow(name="curate", log_prints=True)
+@flow(name="curate")
 def curate_flow(force: bool = False) -> CurationResult:
     settings = get_settings()
     store = open_store(settings)

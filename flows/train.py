@@ -102,7 +102,7 @@ def run_training(settings: Settings, stage: int, force: bool = False) -> TrainRe
     return train_flow(stage=stage, force=force, plan_json=plan.to_json())
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train")
 def train_flow(stage: int, force: bool = False, plan_json: str | None = None) -> TrainResult:
     settings = get_settings()
     plan = TrainPlan.from_json(plan_json) if plan_json else plan_stage(settings, stage)

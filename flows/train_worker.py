@@ -121,6 +121,7 @@ def main(plan_path: str) -> None:
 
     deepspeed.init_distributed(dist_backend="gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    torch.set_num_threads(settings.train.threads)
     torch.manual_seed(plan.seed + rank)
     generator = torch.Generator().manual_seed(plan.seed + rank)
     store = open_store(settings)

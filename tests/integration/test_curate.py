@@ -6,56 +6,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
-import pytest
 
-from flows.datasets import load_manifest, shard_dataset
-from flows.settings import load_settings
-from flows.store import open_store
+from flows.datasets import shard_dataset
 from flows.tracking import tracking_uri
-from models.assets import sample_data
-
-MOTIONCTL = str(Path(sys.executable).parent / "motionctl")
-SMALL = {
-    "MC_CURATE__ACTIONS": '["wave", "clap", "jump", "static"]',
-    "MC_CURATE__CHARACTERS": "3", "MC_CURATE__CHARACTERS_PER_MOTION": "2",
-    "MC_CURATE__MOTION_SEEDS": "1", "MC_CURATE__INTENSITIES": "[0.9]",
-    "MC_CURATE__MOCAP_WINDOWS": "1", "MC_CURATE__HELDOUT_ACTIONS": "2",
-    "MC_CURATE__HELDOUT_CHARACTERS": "2", "MC_CURATE__VIDEO_WINDOWS": "1",
-}
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("videos")
-    (folder / "vtest.avi").symlink_to(sample_data("opencv-doc/vtest.avi"))
-    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
-    return folder
-
-
-def curate(env: dict, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([MOTIONCTL, "curate", *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **env, "COLUMNS": "200"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def curated(stack_env, videos):
-    env = {**stack_env, **SMALL, "MC_CURATE__VIDEOS": str(videos)}
-    first = curate(env)
-    mp = pytest.MonkeyPatch()
-    for key, value in env.items():
-        mp.setenv(key, value)
-    settings = load_settings()
-    manifest = load_manifest(open_store(settings), "motion")
-    yield env, settings, manifest, first
-    mp.undo()
-
+from tests.integration.conftest import MOTIONCTL, curate
 
 def test_manifest_records_every_clip_with_its_decision(curated):
     _, _, manifest, first = curated

@@ -1,0 +1,60 @@
+"""The pieces of the training engine that need no model: schedule, plan, checkpoints."""
+
+import numpy as np
+import pytest
+
+from flows.checkpoints import (
+    download_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    step_tag,
+    upload_checkpoint,
+)
+from flows.store import LocalStore
+from flows.train_config import TRAIN_PRESETS, TrainPlan
+from flows.train_worker import warmup_cosine
+from models.data.dataset import still_example
+
+
+def test_warmup_then_cosine_to_the_floor():
+    f = warmup_cosine(warmup=10, total=110, min_ratio=0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.55)
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    values = [f(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_plan_round_trips_through_json():
+    plan = TrainPlan(stage=2, run_id="abc", dataset="motion", dataset_digest="d1",
+                     config=TRAIN_PRESETS["tiny"], steps=7, lr=1e-3, batch_size=2,
+                     parent_weights="checkpoints/x/final/weights.pt")
+    again = TrainPlan.from_json(plan.to_json())
+    assert again == plan and again.config.stages[3].steps == 300
+
+
+def test_checkpoints_upload_latest_prune_and_download(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    for step in (2, 4, 6):
+        folder = tmp_path / f"ckpt{step}"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "model.pt").write_bytes(f"weights at {step}".encode())
+        (folder / "sub" / "optim.pt").write_bytes(b"o" * step)
+        upload_checkpoint(store, "run1", step_tag(step), folder, keep=2)
+    assert latest_checkpoint(store, "run1") == step_tag(6)
+    assert list_checkpoints(store, "run1") == [step_tag(4), step_tag(6)]  # oldest pruned
+    got = download_checkpoint(store, "run1", step_tag(6), tmp_path / "dl")
+    assert (got / "model.pt").read_bytes() == b"weights at 6"
+    assert (got / "sub" / "optim.pt").read_bytes() == b"o" * 6
+    assert latest_checkpoint(store, "other") is None
+
+
+def test_still_example_is_static_with_zero_intensity():
+    frames = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    kps = np.random.default_rng(1).random((5, 133, 4)).astype(np.float32)
+    ex = still_example({"frames": frames, "keypoints": kps, "driver_keypoints": kps,
+                        "driver_frames": frames, "motion_intensity": np.float32(0.7),
+                        "camera": np.zeros((5, 3), np.float32)})
+    assert ex["motion_intensity"] == 0 and ex["static"]
+    assert (ex["frames"] == frames[0]).all() and (ex["keypoints"] == kps[0]).all()
