@@ -15,6 +15,7 @@ from flows.datasets import shard_dataset
 from flows.tracking import tracking_uri
 from tests.integration.conftest import MOTIONCTL, curate
 
+
 def test_manifest_records_every_clip_with_its_decision(curated):
     _, _, manifest, first = curated
     clips = manifest["clips"]
