@@ -31,7 +31,13 @@ from flows.tracking import ensure_experiment
 from models.assets import bvh_files, sample_data
 from models.curation import CurationThresholds, caption, intensity_label
 from models.curation.pipeline import curate_clip
-from models.data.shards import decode_sample, encode_sample, sample_digest, write_shards
+from models.data.shards import (
+    decode_sample,
+    encode_sample,
+    json_default,
+    sample_digest,
+    write_shards,
+)
 from models.data.sources import (
     ClipSpec,
     Job,
@@ -57,10 +63,6 @@ class CurationResult:
     clips_kept: int
     reused: bool
     mlflow_run_id: str | None
-
-    @property
-    def manifest_key(self) -> str:
-        return f"{self.prefix}/manifest.json"
 
 
 # --- planning -----------------------------------------------------------------------------
@@ -160,10 +162,9 @@ def curate_job(job: Job, spec: ClipSpec, thresholds: CurationThresholds,
         samples = make_samples(job, spec)
     except InvalidInput as exc:
         name = getattr(job, "name", None) or getattr(job, "action", type(job).__name__)
-        return [{"key": sample_key(job.source, name), "source": job.source,
-                 "split": job.split, "identity_id": None, "motion_id": None, "kept": False,
-                 "reason": str(exc), "failed": ["input"], "scores": {}, "annotations": {},
-                 "timings": {}}]
+        placeholder = {"key": sample_key(job.source, name),
+                       "annotations": {"source": job.source, "split": job.split}}
+        return [_row(placeholder, kept=False, reason=str(exc))]
     rows = []
     for sample in samples:
         ann = sample["annotations"]
@@ -316,7 +317,7 @@ def _publish(store: ObjectStore, settings: Settings, name: str, key: str, rows: 
         "thresholds": dataclasses.asdict(settings.curation),
         "counts": _counts(rows), "shards": shard_rows, "clips": rows,
     }
-    manifest_bytes = json.dumps(manifest, indent=1, default=_json_default).encode()
+    manifest_bytes = json.dumps(manifest, indent=1, default=json_default).encode()
     store.put_bytes(f"{prefix}/manifest.json", manifest_bytes)
     run_id = log_curation_run(settings, manifest, manifest_bytes, staging, curate_s)
     return CurationResult(name, digest, prefix, len(rows), len(kept), False, run_id)
@@ -331,8 +332,3 @@ def _counts(rows: list[dict]) -> dict:
     out.update({f"dropped_by_{name}": n for name, n in failed.items()})
     return out
 
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

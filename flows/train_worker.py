@@ -97,7 +97,7 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
     return factor
 
 
-def deepspeed_config(plan: TrainPlan, world: int) -> dict:
+def deepspeed_config(plan: TrainPlan) -> dict:
     cfg = plan.config
     return {
         "train_micro_batch_size_per_gpu": plan.batch_size,
@@ -165,7 +165,7 @@ def main(plan_path: str) -> None:
         optimizer, warmup_cosine(cfg.warmup_steps, plan.steps, cfg.min_lr_ratio))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                            lr_scheduler=scheduler,
-                                           config=deepspeed_config(plan, world))
+                                           config=deepspeed_config(plan))
 
     def loss_of(module, batch, **kw):
         if plan.stage == 0:
@@ -182,10 +182,10 @@ def main(plan_path: str) -> None:
                     losses.append(float(loss_of(module, batch)["recon_l1"]))
                     continue
                 g = torch.Generator().manual_seed(i)
-                b = len(batch["key"])
+                b, frames = batch["frames"].shape[:2]
                 t = torch.linspace(0.2, 0.8, b)
-                latent_shape = objective.prepare(batch, device)[0].shape
-                noise = torch.randn(latent_shape, generator=g)
+                shape = (b, *objective.vae.latent_shape(frames, cfg.resolution, cfg.resolution))
+                noise = torch.randn(shape, generator=g)
                 losses.append(float(loss_of(module, batch, fixed_t=t, noise=noise)
                                     ["flow_matching"]))
         module.train()

@@ -9,6 +9,7 @@ only calls these.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class TeacherObjective:
             "id_consistency", torch.zeros((), device=device))
         return out
 
-    def id_encoder(self, model: nn.Module) -> nn.Module:
+    def id_encoder(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
         """A frozen copy of the model's learned appearance encoder (dlib is not
         differentiable); refreshed from the model's current weights each call."""
         source = _unwrap(model).identity.appearance

@@ -59,7 +59,7 @@ def encode_sample(sample: dict) -> tuple[bytes, bytes]:
     check_sample(sample)
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: sample[k] for k in ARRAYS if sample.get(k) is not None})
-    meta = json.dumps(sample["annotations"], sort_keys=True, default=_json_default).encode()
+    meta = json.dumps(sample["annotations"], sort_keys=True, default=json_default).encode()
     return buf.getvalue(), meta
 
 
@@ -80,11 +80,11 @@ def sample_digest(sample: dict) -> str:
             digest.update(f"{name}{arr.dtype}{arr.shape}".encode())
             digest.update(arr.tobytes())
     digest.update(json.dumps(sample["annotations"], sort_keys=True,
-                             default=_json_default).encode())
+                             default=json_default).encode())
     return digest.hexdigest()
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
