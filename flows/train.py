@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from prefect import flow
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from flows.bundle import weights_key
 from flows.datasets import load_manifest
 from flows.errors import MotionControlError
 from flows.launch import run_worker
@@ -25,7 +26,6 @@ from flows.settings import TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
 from flows.tracking import _mlflow, register_version, start_run
 from flows.train_config import STAGES, TRAIN_PRESETS, TrainConfig, TrainPlan
-from flows.train_worker import weights_key
 
 RESUME_TAG = "mc.resume_key"
 DONE_TAG = "mc.done"
@@ -138,7 +138,8 @@ def train_flow(stage: int, force: bool = False, plan_json: str | None = None) ->
     version = register_version(
         settings, done["model_uri"], TEACHER_MODEL,
         tags={"stage": str(stage), "dataset_digest": plan.dataset_digest, "weights": weights,
-              "component": "vae" if stage == 0 else "dit", "run_id": plan.run_id})
+              "component": "vae" if stage == 0 else "dit", "run_id": plan.run_id,
+              **({"vae_weights": plan.vae_weights} if plan.vae_weights else {})})
     client = _mlflow(settings).MlflowClient()
     for tag, value in ((DONE_TAG, "true"), ("mc.version", str(version)),
                        ("mc.weights", weights)):

@@ -12,7 +12,6 @@ EMA weights that the next stage starts from.
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from flows.bundle import read_weights, save_weights, weights_key
 from flows.checkpoints import download_checkpoint, latest_checkpoint, step_tag, upload_checkpoint
 from flows.datasets import load_manifest, shard_dataset
 from flows.launch import emit
@@ -49,21 +49,11 @@ def build_dit(preset: str, stage: int):
     return MotionDiT(DIT_PRESETS[preset], stage=stage)
 
 
-def save_weights(store: ObjectStore, key: str, module: torch.nn.Module, meta: dict) -> None:
-    buf = io.BytesIO()
-    torch.save({"state_dict": module.state_dict(), "meta": meta}, buf)
-    store.put_bytes(key, buf.getvalue())
-
-
 def load_weights(store: ObjectStore, key: str, module: torch.nn.Module,
                  strict: bool = True) -> dict:
-    blob = torch.load(io.BytesIO(store.get_bytes(key)), map_location="cpu", weights_only=False)
+    blob = read_weights(store, key)
     module.load_state_dict(blob["state_dict"], strict=strict)
     return blob["meta"]
-
-
-def weights_key(run_id: str) -> str:
-    return f"checkpoints/{run_id}/final/weights.pt"
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -235,8 +225,10 @@ def main(plan_path: str) -> None:
                 final.fit_latent_stats([final.encode(to_pixels(b["frames"], cfg.resolution))
                                         .mode() for b in val])
         save_weights(store, weights_key(plan.run_id), final,
-                     {"stage": plan.stage, "preset": cfg.model_preset,
-                      "resolution": cfg.resolution, "dataset_digest": plan.dataset_digest})
+                     {"kind": "vae" if plan.stage == 0 else "teacher", "stage": plan.stage,
+                      "preset": cfg.model_preset, "resolution": cfg.resolution,
+                      "frames": manifest["clip_spec"]["frames"],
+                      "dataset_digest": plan.dataset_digest})
         import mlflow
 
         # The registry entry: the EMA model itself, loadable with mlflow.pytorch.load_model.
