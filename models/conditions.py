@@ -161,6 +161,7 @@ def build_conditions(batch: dict, *, encode_latents: Callable[[Tensor], Tensor],
     source; default: keypoints), `reference` (B, H, W, 3) uint8, `caption`, `action_phrase`
     (lists of B strings), `motion_intensity` (B,), optional `camera` (B, T, 3) (default
     static), optional `subject_library` (B, K, H, W, 3) uint8 with `subject_mask` (B, K).
+    Optional `identity_embedding`: B precomputed `reference_identity` results.
     encode_latents: (N, 3, T, H, W) video in [-1, 1] -> latents (the VAE), run without
     gradients. text: a `models.text.TextEncoder`. size: the clip's side in pixels.
     """
@@ -195,7 +196,10 @@ def build_conditions(batch: dict, *, encode_latents: Callable[[Tensor], Tensor],
 
     frames_shape = batch["frames"].shape if "frames" in batch else (b, frames, 1, 1)
     aspect = frames_shape[3] / frames_shape[2]
-    embeddings = [reference_identity(img) for img in reference]
+    # A caller that already has the references' dlib embeddings (serving's identity
+    # encoder) passes them as `identity_embedding`: B arrays, None where no face.
+    embeddings = batch.get("identity_embedding") or [reference_identity(img)
+                                                      for img in reference]
     identity = np.stack([np.zeros(IDENTITY_DIM) if e is None else e for e in embeddings])
     camera = batch.get("camera")
     camera = np.tile(np.array([0.0, 0.0, 1.0], np.float32), (b, frames, 1)) \
