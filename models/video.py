@@ -607,13 +607,15 @@ def _pad_even(frame: np.ndarray) -> np.ndarray:
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float,
-              *, quality: float = 7.0) -> Path:
+              *, quality: float = 7.0, metadata: dict[str, str] | None = None) -> Path:
     """Encode uint8 RGB frames ((T, H, W, 3), or an iterable of (H, W, 3)) to an H.264
     yuv420p mp4 that starts playing before it is fully downloaded (faststart).
 
     Odd sides are padded by one repeated row/column. `quality` is imageio-ffmpeg's 1..10
     (CRF = 51 * (1 - quality / 10): 7 is CRF 15, visually lossless). The file appears only
-    once complete (written beside it, then renamed)."""
+    once complete (written beside it, then renamed). `metadata`: container tags (e.g.
+    `{"comment": ...}`; mp4 keeps title, comment, artist, description...), read back with
+    `read_mp4_metadata`."""
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps}")
     if not 1 <= quality <= 10:
@@ -629,7 +631,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray]
                 writer = imageio_ffmpeg.write_frames(
                     str(partial), (frame.shape[1], frame.shape[0]), fps=fps, codec="libx264",
                     pix_fmt_out="yuv420p", quality=quality, macro_block_size=1,
-                    ffmpeg_log_level="error", output_params=["-movflags", "+faststart"])
+                    ffmpeg_log_level="error",
+                    output_params=["-movflags", "+faststart", *_metadata_args(metadata)])
                 writer.send(None)  # start ffmpeg
             writer.send(frame)
         writer.close()
@@ -643,10 +646,42 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray]
 
 
 def encode_mp4(frames: np.ndarray | Iterable[np.ndarray], fps: float, *,
-               quality: float = 7.0) -> bytes:
+               quality: float = 7.0, metadata: dict[str, str] | None = None) -> bytes:
     """`write_mp4` to bytes (ffmpeg needs a seekable file for mp4, so via a temp file)."""
     with tempfile.TemporaryDirectory(prefix="mc-mp4-") as tmp:
-        return write_mp4(Path(tmp) / "clip.mp4", frames, fps, quality=quality).read_bytes()
+        return write_mp4(Path(tmp) / "clip.mp4", frames, fps, quality=quality,
+                         metadata=metadata).read_bytes()
+
+
+def _metadata_args(metadata: dict[str, str] | None) -> list[str]:
+    args = []
+    for key, value in (metadata or {}).items():
+        if not re.fullmatch(r"[a-z_]+", key) or "\n" in value:
+            raise ValueError(f"metadata key {key!r} must be lowercase letters and value one line")
+        args += ["-metadata", f"{key}={value}"]
+    return args
+
+
+def read_mp4_metadata(src: str | os.PathLike | bytes) -> dict[str, str]:
+    """The container tags of a video file (a path or bytes), via imageio-ffmpeg's ffmpeg."""
+    with tempfile.TemporaryDirectory(prefix="mc-meta-") as tmp:
+        path = Path(tmp) / "in.mp4"
+        if isinstance(src, bytes | bytearray):
+            path.write_bytes(src)
+        else:
+            path = Path(src)
+        done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path),
+                               "-f", "ffmetadata", "-"], capture_output=True, text=True,
+                              timeout=60)
+    if done.returncode != 0:
+        raise CorruptVideo(f"cannot read the tags of {path.name}: "
+                           f"{done.stderr.strip()[-300:]}")
+    tags = {}
+    for line in done.stdout.splitlines()[1:]:  # first line: ";FFMETADATA1"
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith(("[", ";")):
+            tags[key] = value.replace("\\=", "=").replace("\\;", ";").replace("\\#", "#")
+    return tags
 
 
 # --- images --------------------------------------------------------------------------------

@@ -1,0 +1,146 @@
+"""The prompt enhancer: an instruct LM rewrites the user's prompt with the motion context,
+and the camera moves the prompt asks for become per-frame camera parameters.
+
+The LM is SmolLM2-135M-Instruct from the offline GGUF (`models.assets.smollm2_gguf`), run
+by transformers with greedy decoding (deterministic) and a bounded number of new tokens.
+When it cannot be loaded or its answer is unusable (empty, cut off, a refusal, too long),
+the enhancer falls back to a plain template built from the same context, so a request never
+fails because of the LM. Camera moves are read from the user's words by rules (a 135M
+model does not produce reliable structured output) and turned into a per-frame (pan_x,
+pan_y, zoom) path with the vocabulary of the synthetic camera (`models.synthetic.camera`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.errors import InvalidInput
+from models.synthetic.camera import MOVES, CameraPath
+
+log = logging.getLogger(__name__)
+
+SYSTEM = ("You write prompts for a video generator. Rewrite the user's prompt as one vivid "
+          "sentence about the character, their motion and the scene. Keep every detail the "
+          "user gave, add no new people, and answer with the sentence only.")
+
+# Words that name a camera move, most specific first ("zoom in" before "zoom").
+CAMERA_PATTERNS = (
+    ("zoom_in", r"\b(zoom(s|ing|ed)?\s+in|push(es|ing)?\s+in|dolly\s+in|close[- ]?up)\b"),
+    ("zoom_out", r"\b(zoom(s|ing|ed)?\s+out|pull(s|ing)?\s+(back|out)|dolly\s+out)\b"),
+    ("pan_left", r"\b(pan(s|ning|ned)?|track(s|ing)?|truck(s|ing)?)\s+(to\s+the\s+)?left\b"),
+    ("pan_right", r"\b(pan(s|ning|ned)?|track(s|ing)?|truck(s|ing)?)\s+(to\s+the\s+)?right\b"),
+    ("tilt_up", r"\b(tilt(s|ing|ed)?|crane(s|ing)?)\s+up(wards?)?\b"),
+    ("tilt_down", r"\b(tilt(s|ing|ed)?|crane(s|ing)?)\s+down(wards?)?\b"),
+)
+
+
+@dataclass(frozen=True)
+class EnhancedPrompt:
+    text: str  # the caption the DiT is conditioned on
+    camera_move: str  # a key of models.synthetic.camera.MOVES
+    source: str  # "lm" or "fallback" (and why)
+
+
+def camera_move(prompt: str) -> str:
+    """The first camera move the prompt names ("static" when none)."""
+    found = [(m.start(), move) for move, pattern in CAMERA_PATTERNS
+             if (m := re.search(pattern, prompt, re.IGNORECASE))]
+    return min(found)[1] if found else "static"
+
+
+def camera_path(move: str, frames: int) -> np.ndarray:
+    """(frames, 3) float32 pan_x, pan_y, zoom from the neutral framing to the move's end."""
+    if move not in MOVES:
+        raise InvalidInput(f"unknown camera move {move!r}; known: {sorted(MOVES)}")
+    path = CameraPath.linear(frames, MOVES["static"], MOVES[move], move=move)
+    return np.stack([path.pan_x, path.pan_y, path.zoom], -1).astype(np.float32)
+
+
+def plain_prompt(prompt: str, action_phrase: str, intensity_words: str) -> str:
+    """The fallback caption: the user's words with the motion context appended."""
+    prompt = " ".join(prompt.split()).rstrip(".")
+    motion = f"a person {action_phrase}, {intensity_words} motion"
+    return f"{prompt}; {motion}" if prompt else motion
+
+
+def intensity_words(intensity: float, low: float = 0.002, high: float = 0.02) -> str:
+    return "subtle" if intensity < low else "strong" if intensity > high else "moderate"
+
+
+class PromptEnhancer:
+    """`enhance(prompt, action_phrase, intensity)` -> EnhancedPrompt. Thread-safe."""
+
+    def __init__(self, gguf: str | Path | None = None, *, max_new_tokens: int = 48,
+                 max_words: int = 60, load: bool = True):
+        self.gguf = Path(gguf) if gguf is not None else None
+        self.max_new_tokens, self.max_words = max_new_tokens, max_words
+        self.model = self.tokenizer = None
+        self.load_error = ""
+        self._lock = threading.Lock()  # generate() is not re-entrant on one model
+        if load:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from models.assets import smollm2_gguf
+
+            path = self.gguf or smollm2_gguf()
+            self.tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+        except Exception as exc:  # noqa: BLE001 - any failure means: serve the fallback
+            self.model = self.tokenizer = None
+            self.load_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("prompt enhancer LM not loaded, using the plain fallback: %s",
+                        self.load_error)
+
+    def enhance(self, prompt: str, action_phrase: str, intensity: float) -> EnhancedPrompt:
+        move = camera_move(prompt)
+        words = intensity_words(intensity)
+        plain = plain_prompt(prompt, action_phrase, words)
+        if self.model is None:
+            return EnhancedPrompt(plain, move, f"fallback ({self.load_error or 'no LM'})")
+        try:
+            text = self._rewrite(prompt, action_phrase, words)
+        except Exception as exc:  # noqa: BLE001 - a failed generation must not fail the request
+            return EnhancedPrompt(plain, move, f"fallback ({type(exc).__name__})")
+        problem = self._unusable(text)
+        if problem:
+            return EnhancedPrompt(plain, move, f"fallback ({problem})")
+        return EnhancedPrompt(text, move, "lm")
+
+    def _rewrite(self, prompt: str, action_phrase: str, words: str) -> str:
+        import torch
+
+        user = (f"Prompt: {prompt or 'a person'}\n"
+                f"Motion: {action_phrase}, {words} motion.")
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+        with self._lock, torch.no_grad():
+            inputs = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                      do_sample=False, pad_token_id=self.tokenizer.eos_token_id)
+        new = out[0, inputs["input_ids"].shape[1]:]
+        text = " ".join(self.tokenizer.decode(new, skip_special_tokens=True).split()).strip('"')
+        if len(new) >= self.max_new_tokens:  # cut off: keep the complete sentences, if any
+            end = max(text.rfind(c) for c in ".!?")
+            text = text[:end + 1] if end > 0 else ""
+        return text
+
+    def _unusable(self, text: str) -> str:
+        if len(text.split()) < 3:
+            return "empty answer"
+        if len(text.split()) > self.max_words:
+            return "answer too long"
+        if re.search(r"\b(I can't|I cannot|I'm sorry|as an AI)\b", text, re.IGNORECASE):
+            return "refusal"
+        return ""

@@ -1,0 +1,97 @@
+"""Invisible watermark and provenance of generated videos.
+
+Every frame carries a 32-bit payload embedded with `invisible-watermark`'s DWT-DCT method
+(in the chroma of YUV; PSNR ~40 dB). It survives the H.264 encode at the quality we write
+(per-frame bit accuracy ~0.9 after encoding, ~0.5 on unmarked frames), so the detector votes
+each bit over the frames and calls the watermark found when the voted payload matches.
+
+DWT-DCT needs at least 256x256 pixels, so frames smaller than `MIN_SIDE` (the tiny model
+generates 64²) are upscaled (bicubic) to a servable size before marking: `servable_frames`.
+
+Provenance (model name and version, generator) goes into the mp4's `comment` tag as JSON
+(`models.video.encode_mp4(metadata=...)`), read back with `provenance_of`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from models.errors import InvalidInput
+
+PAYLOAD = b"MCtl"  # 32 bits: "MotionControl"
+METHOD = "dwtDct"
+MIN_SIDE = 256
+FOUND_ACCURACY = 0.9  # voted bits that must match: at most 3 of 32 wrong
+GENERATOR = "MotionControl"
+
+
+@dataclass(frozen=True)
+class WatermarkCheck:
+    found: bool
+    bit_accuracy: float  # of the payload voted over the frames, 0.5 = chance
+    frames: int
+
+
+def _payload_bits() -> np.ndarray:
+    return np.unpackbits(np.frombuffer(PAYLOAD, np.uint8)).astype(bool)
+
+
+def servable_frames(frames: np.ndarray, side: int = MIN_SIDE) -> np.ndarray:
+    """(T, H, W, 3) uint8 scaled (bicubic) so that the shorter side is at least `side`."""
+    h, w = frames.shape[1:3]
+    if min(h, w) >= side:
+        return frames
+    scale = side / min(h, w)
+    size = (round(w * scale), round(h * scale))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in frames])
+
+
+def embed(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB, each side >= 256 (see `servable_frames`) -> marked frames."""
+    from imwatermark import WatermarkEncoder
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.dtype != np.uint8 or frames.shape[1] * frames.shape[2] < \
+            MIN_SIDE * MIN_SIDE:
+        raise InvalidInput(f"watermarking needs (T, H, W, 3) uint8 frames of at least "
+                           f"{MIN_SIDE}x{MIN_SIDE}, got {frames.shape} {frames.dtype}: "
+                           f"upscale with servable_frames first")
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bytes", PAYLOAD)
+    # imwatermark works on BGR (OpenCV order).
+    return np.stack([encoder.encode(f[..., ::-1].copy(), METHOD)[..., ::-1] for f in frames])
+
+
+def detect(frames: np.ndarray) -> WatermarkCheck:
+    """Vote each payload bit over the frames and compare with the payload."""
+    from imwatermark import WatermarkDecoder
+
+    frames = np.asarray(frames)
+    if len(frames) == 0 or frames.shape[1] * frames.shape[2] < MIN_SIDE * MIN_SIDE:
+        return WatermarkCheck(False, 0.0, len(frames))
+    decoder = WatermarkDecoder("bits", len(_payload_bits()))
+    bits = np.array([decoder.decode(f[..., ::-1].copy(), METHOD) for f in frames], bool)
+    voted = bits.mean(0) > 0.5
+    accuracy = float((voted == _payload_bits()).mean())
+    return WatermarkCheck(accuracy >= FOUND_ACCURACY, accuracy, len(frames))
+
+
+def provenance_tags(model: str, version: int | str, **extra) -> dict[str, str]:
+    """mp4 container tags that say who generated the video: `{"comment": json}`."""
+    record = {"generator": GENERATOR, "model": model, "version": str(version),
+              "watermark": f"{METHOD}:{PAYLOAD.decode()}", **extra}
+    return {"comment": json.dumps(record, sort_keys=True)}
+
+
+def provenance_of(tags: dict[str, str]) -> dict | None:
+    """The provenance record in a video's tags (`models.video.read_mp4_metadata`), or None."""
+    try:
+        record = json.loads(tags.get("comment", ""))
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and record.get("generator") == GENERATOR \
+        else None

@@ -1,0 +1,69 @@
+"""The prompt enhancer (real SmolLM2 from the offline GGUF, and its fallback) and the
+invisible watermark with provenance tags, through a real H.264 encode."""
+
+import json
+
+import numpy as np
+import pytest
+
+from models.assets import sample_data
+from models.pipeline import square
+from models.prompt import PromptEnhancer, camera_move, camera_path
+from models.video import encode_mp4, read_image, read_mp4_metadata, read_video
+from models.watermark import detect, embed, provenance_of, provenance_tags, servable_frames
+
+
+@pytest.mark.parametrize("prompt, move", [
+    ("a knight dancing, the camera pans left", "pan_left"),
+    ("slow zoom in on her face", "zoom_in"),
+    ("Camera tilting up as he jumps, then zoom out", "tilt_up"),  # the first move named
+    ("a robot waving on a beach", "static"),
+])
+def test_camera_moves_are_read_from_the_prompt(prompt, move):
+    assert camera_move(prompt) == move
+
+
+def test_camera_path_ramps_from_neutral_to_the_move():
+    path = camera_path("pan_right", 9)
+    assert path.shape == (9, 3) and path.dtype == np.float32
+    assert path[0].tolist() == [0.0, 0.0, 1.0] and path[-1, 0] == pytest.approx(0.25)
+
+
+@pytest.fixture(scope="module")
+def enhancer():
+    return PromptEnhancer(max_new_tokens=40)
+
+
+def test_the_lm_rewrites_deterministically_with_the_motion_context(enhancer):
+    assert enhancer.model is not None, enhancer.load_error
+    first = enhancer.enhance("a knight on a beach, camera pans left", "waving the right hand",
+                             0.01)
+    again = enhancer.enhance("a knight on a beach, camera pans left", "waving the right hand",
+                             0.01)
+    assert first == again and first.source == "lm", first
+    assert 3 <= len(first.text.split()) <= 60 and first.camera_move == "pan_left"
+
+
+def test_a_missing_lm_falls_back_to_a_plain_prompt(tmp_path):
+    plain = PromptEnhancer(tmp_path / "missing.gguf")
+    out = plain.enhance("a knight  on a beach.", "walking", 0.05)
+    assert out.text == "a knight on a beach; a person walking, strong motion"
+    assert out.source.startswith("fallback") and out.camera_move == "static"
+
+
+def test_watermark_and_provenance_survive_the_mp4_encode():
+    photo = read_image(sample_data("opencv-doc/basketball1.png"))
+    small = np.stack([square(photo[:, i * 8:], 64) for i in range(9)])  # the tiny model's size
+    frames = servable_frames(small)
+    assert frames.shape == (9, 256, 256, 3)
+    marked = embed(frames)
+    psnr = 10 * np.log10(255 ** 2 / np.mean((marked.astype(float) - frames) ** 2))
+    assert psnr > 35  # invisible
+    data = encode_mp4(marked, 12, metadata=provenance_tags("motioncontrol-student", 4))
+    decoded = read_video(data).frames
+    found = detect(decoded)
+    assert found.found and found.bit_accuracy >= 0.9, found
+    assert not detect(read_video(encode_mp4(frames, 12)).frames).found  # unmarked
+    record = provenance_of(read_mp4_metadata(data))
+    assert record["model"] == "motioncontrol-student" and record["version"] == "4"
+    assert provenance_of({"comment": json.dumps({"generator": "other"})}) is None
