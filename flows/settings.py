@@ -89,6 +89,40 @@ class TrainSettings(BaseModel):
     threads: int = Field(default=1, ge=1, le=256, description="torch threads per worker")
 
 
+class ServeSettings(BaseModel):
+    """Serving: the limits every request is checked against at the server edge (a request
+    over any of them gets INVALID_ARGUMENT saying which), and how the Triton models run."""
+
+    max_image_bytes: int = Field(default=20 * 1024**2, ge=1, description="reference/library image")
+    max_image_side: int = Field(default=4096, ge=16, le=16384)
+    max_video_bytes: int = Field(default=100 * 1024**2, ge=1)
+    max_video_side: int = Field(default=2048, ge=16, le=16384)
+    max_duration_s: float = Field(default=60.0, gt=0, description="longest driving video")
+    max_frames: int = Field(default=1200, ge=1, description="most driving frames")
+    max_subject_library: int = Field(default=8, ge=0, description="extra references")
+    max_prompt_chars: int = Field(default=2000, ge=1)
+    max_motion_intensity: float = Field(default=1.0, gt=0)
+    # gRPC messages carry whole uploads; the client refuses a request above this.
+    max_message_mb: int = Field(default=256, ge=4, le=2047)
+    output_size: int = Field(default=256, ge=256, le=2048,
+                             description="output side: >= 256 for the DWT-DCT watermark")
+    window_overlap: int = Field(default=1, ge=1, description="frames shared by long-video windows (1 + 4j)")
+    window_batch: int = Field(default=8, ge=1, le=256, description="windows per sampler call")
+    prompt_max_new_tokens: int = Field(default=48, ge=8, le=512)
+    cpu_instances: int = Field(default=1, ge=0, le=64, description="KIND_CPU instances per model")
+    orchestrator_instances: int = Field(default=4, ge=1, le=64, description="motion_control "
+                                        "instances: requests in flight through the pipeline")
+    gpu_instances: int = Field(default=0, ge=0, le=64, description="KIND_GPU instances of the "
+                               "GPU models (student_dit, motion_extractor); 0 on a CPU host")
+    # One intra-op thread per model process, as for training: the models run side by side
+    # and on a small shared CPU more threads thrash (measured: the tiny DiT 6.5 s with 2
+    # threads vs 0.3 s with 1 while another process was busy).
+    torch_threads: int = Field(default=1, ge=1, le=256, description="threads per model process")
+    max_queue_delay_us: int = Field(default=2000, ge=0, description="dynamic batching wait")
+    startup_timeout_s: float = Field(default=300.0, gt=0, description="until tritonserver is ready")
+    request_timeout_s: float = Field(default=600.0, gt=0, description="client deadline")
+
+
 # Clip shape per profile: (size px, frames, fps); frames = 1 + 4k for the causal video VAE.
 PROFILE_CLIPS = {"tiny": (128, 17, 12.0), "small": (256, 49, 24.0), "base": (512, 81, 24.0)}
 
@@ -156,6 +190,7 @@ class Settings(BaseSettings):
     triton_http_port: int = Field(default=8000, ge=1, le=65535)
     triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
     triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
+    serve: ServeSettings = ServeSettings()
 
     @field_validator("home", mode="after")
     @classmethod

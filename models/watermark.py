@@ -95,3 +95,13 @@ def provenance_of(tags: dict[str, str]) -> dict | None:
         return None
     return record if isinstance(record, dict) and record.get("generator") == GENERATOR \
         else None
+
+
+def publishable_mp4(frames: np.ndarray, fps: float, model: str, version: int | str, *,
+                    side: int = MIN_SIDE) -> bytes:
+    """What a user receives: frames upscaled to `side` (>= 256 for DWT-DCT), watermarked,
+    encoded as H.264 mp4 with the provenance tags."""
+    from models.video import encode_mp4
+
+    return encode_mp4(embed(servable_frames(frames, side)), fps,
+                      metadata=provenance_tags(model, version))

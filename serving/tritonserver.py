@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +35,20 @@ class TritonInstall:
 
     def env(self) -> dict[str, str]:
         """Environment for the server: its libraries, and this venv's Python first on PATH
-        (the Python backend stub runs model.py with the interpreter it finds there)."""
+        (the Python backend stub runs model.py with the interpreter it finds there).
+
+        The stub links `libpython3.11.so.1.0`; the loader would find the system's, whose
+        patch release may lack symbols that this interpreter's compiled stdlib modules
+        need (e.g. `_ssl`: undefined symbol `_PyModule_Add`), so this interpreter's own
+        libpython comes first."""
         venv_bin = str(Path(sys.executable).parent)
+        own_libpython = sysconfig.get_config_var("LIBDIR") \
+            if sysconfig.get_config_var("Py_ENABLE_SHARED") else None
         return {
             **os.environ,
             "LD_LIBRARY_PATH": os.pathsep.join(
-                p for p in (str(self.lib_dir), os.environ.get("LD_LIBRARY_PATH", "")) if p),
+                p for p in (own_libpython, str(self.lib_dir),
+                            os.environ.get("LD_LIBRARY_PATH", "")) if p),
             "PATH": os.pathsep.join((venv_bin, os.environ.get("PATH", ""))),
         }
 

@@ -1,0 +1,138 @@
+"""What every Python-backend model.py of the repository shares: reading a request's inputs
+by the model's spec, answering with outputs or with an error, and calling another model of
+the repository (BLS). Imported only inside tritonserver's Python stub (`pb_utils`).
+
+A model subclasses `TritonModel`, names its spec, and implements `setup()` (load weights
+from its version folder) and `infer(inputs) -> outputs` (dicts of numpy arrays by tensor
+name). An `InvalidInput` raised anywhere in `infer` (e.g. by models/video.py's readers)
+becomes INVALID_ARGUMENT with its message; anything else becomes INTERNAL with the model's
+name, and the instance goes on serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from flows.settings import load_settings
+from models.errors import InvalidInput
+from serving.spec import ENTRY, MODELS, TensorSpec
+
+log = logging.getLogger("motioncontrol.serving")
+
+
+def to_tensor(spec: TensorSpec, value) -> pb_utils.Tensor:
+    if spec.dtype == "STRING":
+        if isinstance(value, np.ndarray):
+            items = list(value.reshape(-1))
+        else:
+            items = value if isinstance(value, list | tuple) else [value]
+        array = np.array([v.encode() if isinstance(v, str) else bytes(v) for v in items],
+                         dtype=np.object_)
+    else:
+        array = np.ascontiguousarray(value, dtype=pb_utils.triton_string_to_numpy(
+            f"TYPE_{spec.dtype}"))
+    return pb_utils.Tensor(spec.name, array)
+
+
+def read_inputs(request, specs) -> dict[str, np.ndarray | None]:
+    """Input arrays by name; None for an optional input the client left out. STRING inputs
+    are object arrays of bytes."""
+    out = {}
+    for spec in specs:
+        tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+        if tensor is None and not spec.optional:
+            raise InvalidInput(f"input {spec.name} is missing")
+        out[spec.name] = None if tensor is None else tensor.as_numpy()
+    return out
+
+
+# A BLS response reaches the caller with code INTERNAL whatever the called model answered
+# (Triton 2.51), so the models of the pipeline also mark the message of a bad input.
+INVALID_MARK = "[invalid input] "
+
+
+def error_response(message: str, invalid: bool) -> pb_utils.InferenceResponse:
+    code = pb_utils.TritonError.INVALID_ARG if invalid else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(output_tensors=[],
+                                      error=pb_utils.TritonError(message, code))
+
+
+def call_model(name: str, inputs: dict[str, object]) -> dict[str, np.ndarray]:
+    """Run model `name` of this server on `inputs` (BLS); its INVALID_ARGUMENT comes back as
+    `InvalidInput` with the same message, any other error as RuntimeError."""
+    spec = MODELS[name]
+    tensors = [to_tensor(t, inputs[t.name]) for t in spec.inputs
+               if inputs.get(t.name) is not None]
+    response = pb_utils.InferenceRequest(model_name=name, inputs=tensors,
+                                         requested_output_names=spec.output_names()).exec()
+    if response.has_error():
+        message = response.error().message()
+        if message.startswith(INVALID_MARK):
+            raise InvalidInput(message[len(INVALID_MARK):])
+        raise RuntimeError(f"{name}: {message}")
+    return {t.name: pb_utils.get_output_tensor_by_name(response, t.name).as_numpy()
+            for t in spec.outputs}
+
+
+def text(array: np.ndarray | None, name: str) -> str:
+    """The one UTF-8 string of a STRING input."""
+    if array is None or array.size != 1:
+        raise InvalidInput(f"{name} must hold exactly one string")
+    try:
+        return bytes(array.reshape(-1)[0]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{name} is not valid UTF-8 (byte {exc.start}): send text "
+                           f"encoded as UTF-8") from None
+
+
+def blob(array: np.ndarray | None) -> bytes:
+    """The one bytes item of a STRING input (an upload)."""
+    return bytes(array.reshape(-1)[0])
+
+
+def scalar(array: np.ndarray | None):
+    return None if array is None else array.reshape(-1)[0].item()
+
+
+class TritonModel:
+    """Base of the repository's Python models (Triton calls initialize/execute/finalize)."""
+
+    name: str = ""
+
+    def initialize(self, args: dict) -> None:
+        self.model_dir = Path(args["model_repository"]) / args["model_version"]
+        self.config = json.loads(args["model_config"])
+        self.spec = MODELS[self.name]
+        self.settings = load_settings()
+        self.setup()
+
+    def setup(self) -> None:
+        """Load what the model needs (weights from self.model_dir)."""
+
+    def infer(self, inputs: dict[str, np.ndarray | None]) -> dict[str, object]:
+        raise NotImplementedError
+
+    def execute(self, requests) -> list:
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request) -> pb_utils.InferenceResponse:
+        try:
+            outputs = self.infer(read_inputs(request, self.spec.inputs))
+            return pb_utils.InferenceResponse(
+                output_tensors=[to_tensor(t, outputs[t.name]) for t in self.spec.outputs])
+        except InvalidInput as exc:
+            mark = "" if self.name == ENTRY else INVALID_MARK
+            return error_response(mark + str(exc), invalid=True)
+        except Exception as exc:  # noqa: BLE001 - answer the request, keep the instance up
+            log.error("%s failed:\n%s", self.name, traceback.format_exc())
+            return error_response(f"{self.name} failed: {type(exc).__name__}: {exc}",
+                                  invalid=False)
+
+    def finalize(self) -> None:
+        pass

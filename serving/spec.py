@@ -1,0 +1,94 @@
+"""The Triton models of the repository and their tensors: one table that the repository
+builder writes as config.pbtxt and that the models use for names (light: numpy only, so
+the BLS orchestrator's process stays small).
+
+    motion_control    BLS entry point (DESIGN.md section 4): checks the request, then runs
+                      motion_extractor and identity_encoder side by side, prompt_enhancer,
+                      and student_dit
+    motion_extractor  decord decode + MediaPipe holistic + retargeting + intensity
+    identity_encoder  reference + subject library decode, squaring, dlib identity embedding
+    prompt_enhancer   SmolLM2 rewrite + per-frame camera path
+    student_dit       conditions, anchored long-video sampling, VAE decode, watermark, mp4
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ENTRY = "motion_control"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # Triton data type without the TYPE_ prefix: STRING, FP32, INT64, ...
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    gpu: bool = False  # gets KIND_GPU instances when MC_SERVE__GPU_INSTANCES > 0
+    source: str = ""  # serving/triton_models/<source>.py, copied as <name>/1/model.py
+    instances: str = "cpu_instances"  # the ServeSettings field with its KIND_CPU count
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+def _t(name: str, dtype: str, *dims: int, optional: bool = False) -> TensorSpec:
+    return TensorSpec(name, dtype, dims, optional)
+
+
+KEYPOINTS = (-1, 133, 4)
+REFERENCE_IMAGE = _t("REFERENCE_IMAGE", "STRING", 1)
+DRIVING_VIDEO = _t("DRIVING_VIDEO", "STRING", 1)
+SUBJECT_LIBRARY = _t("SUBJECT_LIBRARY", "STRING", -1, optional=True)
+MOTION_INTENSITY = _t("MOTION_INTENSITY", "FP32", 1)
+ACTION_PHRASE = _t("ACTION_PHRASE", "STRING", 1)
+
+MODELS = {spec.name: spec for spec in (
+    ModelSpec(
+        ENTRY,
+        inputs=(REFERENCE_IMAGE, DRIVING_VIDEO, _t("PROMPT", "STRING", 1), SUBJECT_LIBRARY,
+                _t("SEED", "INT64", 1, optional=True),
+                _t("MOTION_INTENSITY", "FP32", 1, optional=True)),
+        outputs=(_t("VIDEO", "STRING", 1),),
+        source="motion_control", instances="orchestrator_instances"),
+    ModelSpec(
+        "motion_extractor",
+        inputs=(REFERENCE_IMAGE, DRIVING_VIDEO),
+        outputs=(_t("POSE", "FP32", *KEYPOINTS), _t("DRIVER_KEYPOINTS", "FP32", *KEYPOINTS),
+                 MOTION_INTENSITY, ACTION_PHRASE, _t("FPS", "FP32", 1)),
+        gpu=True, source="motion_extractor"),
+    ModelSpec(
+        "identity_encoder",
+        inputs=(REFERENCE_IMAGE, SUBJECT_LIBRARY),
+        outputs=(_t("REFERENCE", "UINT8", -1, -1, 3), _t("LIBRARY", "UINT8", -1, -1, -1, 3),
+                 _t("IDENTITY", "FP32", 128), _t("IDENTITY_VALID", "BOOL", 1)),
+        source="identity_encoder"),
+    ModelSpec(
+        "prompt_enhancer",
+        inputs=(_t("PROMPT", "STRING", 1), ACTION_PHRASE, MOTION_INTENSITY,
+                _t("FRAMES", "INT32", 1)),
+        outputs=(_t("CAPTION", "STRING", 1), _t("CAMERA", "FP32", -1, 3),
+                 _t("PROMPT_SOURCE", "STRING", 1)),
+        source="prompt_enhancer"),
+    ModelSpec(
+        "student_dit",
+        inputs=(_t("POSE", "FP32", *KEYPOINTS), _t("DRIVER_KEYPOINTS", "FP32", *KEYPOINTS),
+                MOTION_INTENSITY, ACTION_PHRASE, _t("FPS", "FP32", 1),
+                _t("REFERENCE", "UINT8", -1, -1, 3), _t("LIBRARY", "UINT8", -1, -1, -1, 3),
+                _t("IDENTITY", "FP32", 128), _t("IDENTITY_VALID", "BOOL", 1),
+                _t("CAPTION", "STRING", 1), _t("CAMERA", "FP32", -1, 3),
+                _t("SEED", "INT64", 1)),
+        outputs=(_t("VIDEO", "STRING", 1),),
+        gpu=True, source="student_dit"),
+)}

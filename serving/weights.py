@@ -1,0 +1,50 @@
+"""The self-contained weights folder of `student_dit` (its model version folder), written
+by the repository builder and read by the Triton model:
+
+    dit.pt, vae.pt    {"state_dict", "meta"} as the training and distill flows save them
+    text_encoder/     the MiniLM text encoder (copied from its package)
+    served.json       registered model name, version, tags and the DiT meta
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from flows.bundle import ModelBundle, build_dit_from_meta, build_vae_from_meta
+from models.assets import minilm_dir
+from models.text import TextEncoder
+
+
+def write_served_weights(bundle: ModelBundle, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": bundle.dit.state_dict(), "meta": bundle.meta}, folder / "dit.pt")
+    torch.save({"state_dict": bundle.vae.state_dict(), "meta": {"preset": bundle.meta["preset"]}},
+               folder / "vae.pt")
+    shutil.copytree(minilm_dir(), folder / "text_encoder", dirs_exist_ok=True)
+    (folder / "served.json").write_text(json.dumps(
+        {"name": bundle.name, "version": bundle.version, "tags": bundle.tags,
+         "meta": bundle.meta}, indent=2, default=str))
+
+
+def load_served_bundle(folder: Path) -> ModelBundle:
+    served = json.loads((folder / "served.json").read_text())
+    dit_blob = torch.load(folder / "dit.pt", map_location="cpu", weights_only=False)
+    vae_blob = torch.load(folder / "vae.pt", map_location="cpu", weights_only=False)
+    dit = build_dit_from_meta(dit_blob["meta"])
+    dit.load_state_dict(dit_blob["state_dict"])
+    vae = build_vae_from_meta(vae_blob["meta"])
+    vae.load_state_dict(vae_blob["state_dict"])
+    return ModelBundle(served["name"], int(served["version"]), served["tags"], dit.eval(),
+                       vae.eval(), served["meta"])
+
+
+def load_served_pipeline(folder: Path):
+    """The MotionControlPipeline of a student_dit folder, and its provenance (name, version)."""
+    bundle = load_served_bundle(folder)
+    return bundle.pipeline(text=TextEncoder(folder / "text_encoder")), \
+        {"model": bundle.name, "version": bundle.version}
+
