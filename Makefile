@@ -7,7 +7,7 @@ MC     := $(BIN)/motionctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 bench stack-up stack-down stack-status lock clean
+.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 bench serve stack-up stack-down stack-status lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ train-stage0 train-stage1 train-stage2 train-stage3: train-stage%: setup  ## tra
 
 bench: setup  ## run the benchmarks in tests/bench, reports in reports/bench/
 	$(BIN)/python -m pytest tests/bench -o python_files='bench_*.py' -s -q -p no:cacheprovider
+
+serve: setup  ## serve the champion student with tritonserver on 127.0.0.1 (Ctrl-C stops)
+	$(MC) serve
 
 stack-up: setup  ## start MLflow (UI :5000) and Prefect (UI :4200) on 127.0.0.1
 	$(MC) stack up

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -186,6 +187,70 @@ def doctor() -> None:
         table.add_row(check.name, "[green]yes[/]" if check.ok else "[red]no[/]", check.detail)
     console.print(table)
     if not all(c.ok for c in results):
+        raise typer.Exit(1)
+
+
+# --- serving ----------------------------------------------------------------------------
+
+
+@app.command("serve")
+@friendly_errors
+def serve(
+    repository: Path | None = typer.Option(None, help="serve this model repository folder "
+                                           "instead of building one from the registry"),
+    model: str = typer.Option("motioncontrol-student", help="registered model to serve "
+                              "(or motioncontrol-teacher for a stage-3 teacher)"),
+    alias: str | None = typer.Option(None, help="registry alias (default: champion)"),
+    version: int | None = typer.Option(None, help="registry version number"),
+) -> None:
+    """Start tritonserver on 127.0.0.1 with the model repository; Ctrl-C stops it."""
+    from serving.server import serve as run_server
+
+    run_server(_settings(), repository=repository, name=model, alias=alias, version=version,
+               echo=lambda line: console.print(line, highlight=False))
+
+
+@app.command("animate")
+@friendly_errors
+def animate(
+    reference: Path = typer.Option(..., help="image of the character"),
+    driving: Path = typer.Option(..., help="video whose motion the character performs"),
+    prompt: str = typer.Option("", help="what the scene and camera should be"),
+    subject_library: list[Path] = typer.Option(None, help="extra images of the character "
+                                               "(repeat the option)"),
+    seed: int | None = typer.Option(None, help="same seed, same video"),
+    motion_intensity: float | None = typer.Option(None, help="override the measured intensity"),
+    out: Path = typer.Option(..., help="where to write the mp4"),
+    url: str | None = typer.Option(None, help="gRPC HOST:PORT (default: the local server)"),
+) -> None:
+    """Animate REFERENCE with the motion of DRIVING through the served model (gRPC)."""
+    import time
+
+    from serving.client import MotionControlClient
+
+    start = time.monotonic()
+    with MotionControlClient(url) as client:
+        size = sum(p.stat().st_size for p in [reference, driving, *(subject_library or [])]
+                   if p.is_file())
+        console.print(f"sending {size / 1024**2:.1f} MiB to {client.url}", highlight=False)
+        with console.status("generating on the server (motion, identity, prompt, video)…"):
+            video = client.animate(reference, driving, prompt, subject_library=subject_library,
+                                   seed=seed, motion_intensity=motion_intensity)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(video)
+    console.print(f"wrote {out} ({len(video) / 1024:.0f} KiB) in "
+                  f"{time.monotonic() - start:.1f} s", highlight=False)
+
+
+@app.command("verify")
+@friendly_errors
+def verify(video: Path = typer.Argument(..., help="an mp4 to check")) -> None:
+    """Is the MotionControl watermark in VIDEO, and who generated it (provenance tags)?"""
+    from serving.client import verify as check
+
+    result = check(video)
+    console.print(str(result), highlight=False)
+    if not result.watermark.found:
         raise typer.Exit(1)
 
 

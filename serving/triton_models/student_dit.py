@@ -5,8 +5,8 @@ import numpy as np
 
 from models.long_video import generate_long
 from models.pipeline import DrivingMotion, ReferenceIdentity
-from serving.backend import TritonModel, scalar, text
 from models.watermark import publishable_mp4
+from serving.backend import TritonModel, scalar, text
 from serving.weights import load_served_pipeline
 
 

@@ -5,31 +5,19 @@ The DiT and VAE are untrained tiny models: this tests the registry contract, not
 import pytest
 import torch
 
-from flows import tracking
-from flows.bundle import load_bundle, publish_version, save_weights, weights_key
+from flows.bundle import load_bundle
 from flows.errors import MotionControlError
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
-from flows.store import open_store
 from models.assets import sample_data
-from models.dit import DIT_PRESETS, MotionDiT
-from models.vae import VideoVAE
 from models.video import read_image, read_video
+from tests.tiny_models import publish_tiny_student
 
 
 @pytest.fixture
 def published():
     settings = load_settings()
-    torch.manual_seed(0)
-    vae, dit = VideoVAE("tiny"), MotionDiT(DIT_PRESETS["tiny"], stage=3)
-    with tracking.start_run(settings, "distillation", run_name="bundle") as run:
-        vae_key = weights_key("vae-run")
-        save_weights(open_store(settings), vae_key, vae,
-                     {"kind": "vae", "stage": 0, "preset": "tiny", "resolution": 64})
-        meta = {"kind": "student", "stage": 3, "preset": "tiny", "resolution": 64,
-                "frames": 9, "sampler_steps": 2}
-        version = publish_version(settings, STUDENT_MODEL, run.info.run_id, dit, meta, vae_key,
-                                  tags={"teacher_version": "7"})
-    tracking.set_alias(settings, STUDENT_MODEL, "candidate", version)
+    version, dit = publish_tiny_student(settings, alias="candidate",
+                                        tags={"teacher_version": "7"})
     return settings, version, dit
 
 

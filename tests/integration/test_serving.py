@@ -1,0 +1,126 @@
+"""Serving end to end with the real tritonserver: a repository built from a registered tiny
+student (its weights are random and untrained: the serving path is under test, not the
+quality of the video), uploaded to the object store and served from a copy of it; requests
+over gRPC with a real photo and real footage; bad inputs; the watermark and provenance.
+
+One server for the module (its start costs ~40 s, mostly loading SmolLM2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import psutil
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+from typer.testing import CliRunner
+
+from flows.settings import STUDENT_MODEL, load_settings
+from flows.stack import is_healthy
+from models.assets import sample_data
+from models.errors import InvalidInput
+from models.video import encode_mp4, read_video
+from motionctl.cli import app
+from serving.client import MotionControlClient, verify
+from serving.repository import build_and_upload, download_repository
+from serving.server import TritonServer
+from tests.conftest import free_port
+from tests.tiny_models import publish_tiny_student
+
+FRAMES = 9  # the tiny student's clip length; driving clips of 17 frames take two windows
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serving-home")
+    env = {"MC_HOME": str(home), "MC_TRITON_HTTP_PORT": str(free_port()),
+           "MC_TRITON_GRPC_PORT": str(free_port()), "MC_TRITON_METRICS_PORT": str(free_port()),
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    settings = load_settings()
+    version, _ = publish_tiny_student(settings, frames=FRAMES)
+    prefix = build_and_upload(settings)  # alias champion by default
+    assert prefix == f"model-repository/{version}/"
+    repository = download_repository(settings, prefix, home / "served")  # as a cluster would
+    triton = TritonServer(settings, repository)
+    with triton:
+        family = [triton.process, *triton.process.children(recursive=True)]
+        yield triton, settings, version
+    mp.undo()
+    assert not [p.pid for p in family if p.is_running() and
+                p.status() != psutil.STATUS_ZOMBIE], "tritonserver left processes behind"
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    reference = sample_data("opencv-doc/basketball1.png").read_bytes()
+    clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=17)
+    driving = encode_mp4(clip.frames, clip.fps)
+    return reference, driving, clip
+
+
+def test_a_request_gets_a_watermarked_mp4_of_every_driving_frame(server, inputs, tmp_path):
+    triton, settings, version = server
+    reference, driving, clip = inputs
+    with MotionControlClient(triton.grpc_url, settings=settings) as client:
+        assert client.ready()
+        video = client.animate(reference, driving, "a person walking, the camera pans left",
+                               subject_library=[sample_data("opencv-doc/basketball2.png")],
+                               seed=7)
+    out = read_video(video)
+    assert out.frames.shape == (17, 256, 256, 3)  # two anchored windows joined, upscaled
+    assert out.fps == pytest.approx(clip.fps)
+    check = verify(video)
+    assert check.watermark.found, check
+    assert check.provenance["model"] == STUDENT_MODEL
+    assert check.provenance["version"] == str(version)
+
+    path = tmp_path / "out.mp4"
+    path.write_bytes(video)
+    result = CliRunner().invoke(app, ["verify", str(path)])
+    assert result.exit_code == 0 and "watermark found" in result.output, result.output
+    assert is_healthy(triton.metrics_url)  # Prometheus metrics are on
+
+
+def raw_request(triton, reference: bytes, driving: bytes, prompt: str):
+    """Straight to motion_control, past the SDK's own checks: what the server answers."""
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    tensors = []
+    for name, value in (("REFERENCE_IMAGE", reference), ("DRIVING_VIDEO", driving),
+                        ("PROMPT", prompt.encode())):
+        tensor = grpcclient.InferInput(name, [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([value], np.object_))
+        tensors.append(tensor)
+    return client.infer("motion_control", tensors, client_timeout=300)
+
+
+def oversized_png(side: int) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", np.zeros((8, side, 3), np.uint8))[1].tobytes()
+
+
+def test_bad_inputs_get_invalid_argument_and_the_server_keeps_serving(server, inputs):
+    triton, settings, _ = server
+    reference, driving, _ = inputs
+    half = driving[:len(driving) // 2]
+    cases = {
+        "corrupt video": (reference, half, "x", "truncated or corrupt"),
+        "empty video": (reference, b"", "x", "empty"),
+        "no image": (b"GIF? no, just text bytes", driving, "x", "not a supported image"),
+        "oversized image": (oversized_png(settings.serve.max_image_side + 1), driving, "x",
+                            "over the limit"),
+        "long prompt": (reference, driving, "a" * 100_000, "100000 characters"),
+    }
+    for case, (image, video, prompt, message) in cases.items():
+        with pytest.raises(InferenceServerException) as err:
+            raw_request(triton, image, video, prompt)
+        assert "INVALID_ARGUMENT" in str(err.value.status()), (case, err.value)
+        assert message in err.value.message(), (case, err.value.message())
+
+    with MotionControlClient(triton.grpc_url, settings=settings) as client:
+        with pytest.raises(InvalidInput, match="driving video"):  # the SDK's typed error
+            client.animate(reference, half, "x")
+        video = client.animate(reference, driving, "a person walking", seed=1)
+    assert read_video(video).num_frames == 17  # still serving
