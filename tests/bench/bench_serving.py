@@ -1,0 +1,141 @@
+"""Serving load and overhead: the real tritonserver with the repository of a tiny student
+(random weights: the serving path is measured, not quality) against the same work in
+process, on the same inputs (a real photo, 9 frames of vtest.avi: one window).
+
+    triton      the SDK over gRPC to `motion_control` (BLS over the four models), at
+                concurrency 1, 2 and 4: throughput and p50/p99 latency
+    in-process  `serving.inprocess.InProcessAnimator`: the same stages (decode and checks,
+                MediaPipe, identity, SmolLM2, sampling, watermark, mp4) in one process,
+                one request at a time: Triton's overhead is triton p50 / this p50
+    pipeline    `MotionControlPipeline.__call__` on the decoded inputs (decode included):
+                the model path alone, without prompt enhancer, watermark and mp4
+
+Every process uses one torch thread (MC_SERVE__TORCH_THREADS), as the server does.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flows.settings import load_settings
+from models.assets import sample_data
+from models.text import TextEncoder
+from models.video import encode_mp4, read_image, read_video
+from serving.client import MotionControlClient
+from serving.inprocess import InProcessAnimator
+from serving.repository import build_and_upload, download_repository
+from serving.server import TritonServer
+from serving.weights import load_served_bundle
+from tests.bench.common import print_table, write_report
+from tests.conftest import free_port
+from tests.tiny_models import publish_tiny_student
+
+PROMPT = "a person walking in the street, the camera pans left"
+CONCURRENCY = {1: 6, 2: 8, 4: 12}  # concurrency -> requests measured
+REPEATS = 6
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def latency_stats(latencies: list[float], wall_s: float) -> dict:
+    return {"requests": len(latencies), "p50_s": percentile(latencies, 50),
+            "p99_s": percentile(latencies, 99), "mean_s": statistics.mean(latencies),
+            "throughput_rps": len(latencies) / wall_s, "latencies_s": latencies}
+
+
+def measure_sequential(fn, repeats: int = REPEATS) -> dict:
+    fn()  # warm-up: caches, lazy imports, first MediaPipe graph
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        latencies.append(time.perf_counter() - t0)
+    return latency_stats(latencies, time.perf_counter() - start)
+
+
+def measure_concurrent(url: str, settings, args: tuple, concurrency: int, requests: int) -> dict:
+    clients = [MotionControlClient(url, settings=settings) for _ in range(concurrency)]
+
+    def one(i: int) -> float:
+        t0 = time.perf_counter()
+        clients[i % concurrency].animate(*args, seed=i)
+        return time.perf_counter() - t0
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(concurrency)))  # warm-up: one request per client
+        start = time.perf_counter()
+        latencies = list(pool.map(one, range(requests)))
+        wall = time.perf_counter() - start
+    for client in clients:
+        client.close()
+    return latency_stats(latencies, wall)
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    for name in ("HTTP", "GRPC", "METRICS"):
+        monkeypatch.setenv(f"MC_TRITON_{name}_PORT", str(free_port()))
+    settings = load_settings()
+    version, _ = publish_tiny_student(settings)
+    repository = download_repository(settings, build_and_upload(settings), tmp_path / "repo")
+    return settings, version, repository
+
+
+def test_bench_serving(served):
+    settings, version, repository = served
+    torch.set_num_threads(settings.serve.torch_threads)
+    reference = sample_data("opencv-doc/basketball1.png").read_bytes()
+    clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=9)
+    driving = encode_mp4(clip.frames, clip.fps)
+    args = (reference, driving, PROMPT)
+
+    bundle = load_served_bundle(Path(repository) / "student_dit" / "1")
+    pipeline = bundle.pipeline(text=TextEncoder(Path(repository) / "student_dit" / "1" /
+                                                "text_encoder"))
+
+    def pipeline_call():
+        image = read_image(reference)
+        frames = read_video(driving).frames
+        return pipeline(image, frames, PROMPT, seed=0)
+
+    results = {"pipeline": measure_sequential(pipeline_call)}
+    animator = InProcessAnimator(settings, repository)
+    results["in_process"] = measure_sequential(lambda: animator(*args, seed=0))
+    results["in_process"]["stage_s"] = animator.timings
+    del animator  # free the LM before the server loads its own
+
+    start = time.perf_counter()
+    with TritonServer(settings, repository) as server:
+        startup = time.perf_counter() - start
+        for concurrency, requests in CONCURRENCY.items():
+            results[f"triton_c{concurrency}"] = measure_concurrent(
+                server.grpc_url, settings, args, concurrency, requests)
+    triton = results["triton_c1"]["p50_s"]
+    results["ratio_p50_triton_vs_in_process"] = triton / results["in_process"]["p50_s"]
+    results["ratio_p50_triton_vs_pipeline"] = triton / results["pipeline"]["p50_s"]
+    results["server_startup_s"] = startup
+
+    rows = [[name, r["requests"], r["p50_s"], r["p99_s"], r["throughput_rps"],
+             r["p50_s"] / results["in_process"]["p50_s"]]
+            for name, r in results.items() if isinstance(r, dict) and "p50_s" in r]
+    print_table("serving: latency and throughput (tiny student, 9 frames, 1 torch thread)",
+                ["path", "requests", "p50 s", "p99 s", "req/s", "p50 / in-process"], rows)
+    write_report("serving", inputs={
+        "model": f"tiny student version {version} (random weights), 64² -> 256² output",
+        "reference": "opencv-doc/basketball1.png", "driving": "vtest.avi, 9 frames",
+        "prompt": PROMPT, "torch_threads": settings.serve.torch_threads,
+        "concurrency_requests": CONCURRENCY, "cpu_count": os.cpu_count()},
+        baseline="InProcessAnimator (the same stages in one process, one request at a time); "
+                 "also MotionControlPipeline.__call__ alone", results=results)
+    assert results["ratio_p50_triton_vs_in_process"] < 1.2
