@@ -118,7 +118,6 @@ class ServeSettings(BaseModel):
     # and on a small shared CPU more threads thrash (measured: the tiny DiT 6.5 s with 2
     # threads vs 0.3 s with 1 while another process was busy).
     torch_threads: int = Field(default=1, ge=1, le=256, description="threads per model process")
-    max_queue_delay_us: int = Field(default=2000, ge=0, description="dynamic batching wait")
     startup_timeout_s: float = Field(default=300.0, gt=0, description="until tritonserver is ready")
     request_timeout_s: float = Field(default=600.0, gt=0, description="client deadline")
 

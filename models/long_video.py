@@ -59,7 +59,10 @@ class WindowPlan:
                                                          for s in self.starts}))
 
     def anchor_keyframes(self) -> list[tuple[int, int]]:
-        """Per window, the indices into `keyframes` of its first and last frame."""
+        """Per window, the indices into `keyframes` of its first and last frame (none for
+        a single window)."""
+        if not self.keyframes:
+            return []
         index = {frame: i for i, frame in enumerate(self.keyframes)}
         return [(index[s], index[s + self.window - 1]) for s in self.starts]
 

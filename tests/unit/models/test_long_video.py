@@ -27,7 +27,7 @@ def test_windows_cover_the_clip_and_share_their_boundaries():
 def test_short_clips_are_one_window_without_keyframes():
     for frames in (1, 5, 9):
         plan = plan_windows(frames, window=9)
-        assert plan.starts == (0,) and plan.keyframes == ()
+        assert plan.starts == (0,) and plan.keyframes == () and plan.anchor_keyframes() == []
 
 
 @pytest.mark.parametrize("frames, window, overlap", [(0, 9, 1), (10, 8, 1), (10, 9, 2),
