@@ -13,8 +13,10 @@ it straight from the object store):
     student_dit/config.pbtxt        1/model.py  1/dit.pt 1/vae.pt 1/text_encoder/ 1/served.json
     serving.json                    what was built from what
 
-The model.py files import `models`, `flows` and `serving` (serving/backend.py): the server's
-PYTHONPATH must hold this code (serving/server.py sets it; the cluster image ships it).
+The model.py files import `models`, `flows` and `serving` (serving/backend.py): the Python
+backend's stub ignores PYTHONPATH and puts its working directory first on sys.path, so
+tritonserver must run in the code's root (serving/server.py does; in a container, make it
+the WORKDIR) or with this project installed in the server's Python.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ endpoints, run until Ctrl-C or SIGTERM, stop.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -72,15 +71,15 @@ class TritonServer:
                     f"tritonserver: port {port} ({name}) on {s.triton_host} is taken; stop "
                     f"what uses it or set MC_TRITON_{name}_PORT to a free port")
         env = find_triton().env()
-        # model.py files import this code; keep the caller's path after it.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE_ROOT),
-                                                        env.get("PYTHONPATH", "")) if p)
         threads = str(s.serve.torch_threads)  # read by torch, OpenMP and MKL at start
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            # The model.py files import this code (models, flows, serving). The Python
+            # backend's stub ignores PYTHONPATH, but its sys.path starts with the working
+            # directory: so the server runs in the code's root (a container: its WORKDIR).
             popen = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env,
+                                     stdin=subprocess.DEVNULL, env=env, cwd=CODE_ROOT,
                                      start_new_session=True)  # its own group: stop() gets all
         self.process = psutil.Process(popen.pid)
         self._popen = popen

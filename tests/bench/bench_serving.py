@@ -10,6 +10,9 @@ process, on the same inputs (a real photo, 9 frames of vtest.avi: one window).
     pipeline    `MotionControlPipeline.__call__` on the decoded inputs (decode included):
                 the model path alone, without prompt enhancer, watermark and mp4
 
+The three single-request paths run in turn, round after round, so that they share the load
+of this shared machine; concurrency 2 and 4 follow.
+
 Every process uses one torch thread (MC_SERVE__TORCH_THREADS), as the server does.
 """
 
@@ -38,9 +41,9 @@ from tests.bench.common import print_table, write_report
 from tests.conftest import free_port
 from tests.tiny_models import publish_tiny_student
 
-PROMPT = "a person walking in the street, the camera pans left"
-CONCURRENCY = {1: 6, 2: 8, 4: 12}  # concurrency -> requests measured
 REPEATS = 6
+PROMPT = "a person walking in the street, the camera pans left"
+CONCURRENCY = {1: REPEATS, 2: 6, 4: 8}  # concurrency -> requests measured
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,15 +56,17 @@ def latency_stats(latencies: list[float], wall_s: float) -> dict:
             "throughput_rps": len(latencies) / wall_s, "latencies_s": latencies}
 
 
-def measure_sequential(fn, repeats: int = REPEATS) -> dict:
-    fn()  # warm-up: caches, lazy imports, first MediaPipe graph
-    latencies = []
-    start = time.perf_counter()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        latencies.append(time.perf_counter() - t0)
-    return latency_stats(latencies, time.perf_counter() - start)
+def measure_interleaved(calls: dict, repeats: int = REPEATS) -> dict:
+    """Each path once per round, in turn, so that all see the same load on a shared
+    machine (other work runs here); a warm-up round first (caches, lazy imports)."""
+    latencies = {name: [] for name in calls}
+    for round_ in range(repeats + 1):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            if round_:
+                latencies[name].append(time.perf_counter() - t0)
+    return {name: latency_stats(values, sum(values)) for name, values in latencies.items()}
 
 
 def measure_concurrent(url: str, settings, args: tuple, concurrency: int, requests: int) -> dict:
@@ -109,18 +114,21 @@ def test_bench_serving(served):
         frames = read_video(driving).frames
         return pipeline(image, frames, PROMPT, seed=0)
 
-    results = {"pipeline": measure_sequential(pipeline_call)}
     animator = InProcessAnimator(settings, repository)
-    results["in_process"] = measure_sequential(lambda: animator(*args, seed=0))
-    results["in_process"]["stage_s"] = animator.timings
-    del animator  # free the LM before the server loads its own
-
     start = time.perf_counter()
     with TritonServer(settings, repository) as server:
         startup = time.perf_counter() - start
+        client = MotionControlClient(server.grpc_url, settings=settings)
+        results = measure_interleaved({
+            "pipeline": pipeline_call,
+            "in_process": lambda: animator(*args, seed=0),
+            "triton_c1": lambda: client.animate(*args, seed=0)})
+        results["in_process"]["stage_s"] = animator.timings
+        client.close()
         for concurrency, requests in CONCURRENCY.items():
-            results[f"triton_c{concurrency}"] = measure_concurrent(
-                server.grpc_url, settings, args, concurrency, requests)
+            if concurrency > 1:
+                results[f"triton_c{concurrency}"] = measure_concurrent(
+                    server.grpc_url, settings, args, concurrency, requests)
     triton = results["triton_c1"]["p50_s"]
     results["ratio_p50_triton_vs_in_process"] = triton / results["in_process"]["p50_s"]
     results["ratio_p50_triton_vs_pipeline"] = triton / results["pipeline"]["p50_s"]

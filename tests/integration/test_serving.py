@@ -3,9 +3,17 @@ student (its weights are random and untrained: the serving path is under test, n
 quality of the video), uploaded to the object store and served from a copy of it; requests
 over gRPC with a real photo and real footage; bad inputs; the watermark and provenance.
 
-One server for the module (its start costs ~40 s, mostly loading SmolLM2)."""
+One server for the module, started with `motionctl serve` and stopped with SIGTERM (its
+start costs ~40 s, mostly loading SmolLM2)."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -22,11 +30,33 @@ from models.video import encode_mp4, read_video
 from motionctl.cli import app
 from serving.client import MotionControlClient, verify
 from serving.repository import build_and_upload, download_repository
-from serving.server import TritonServer
 from tests.conftest import free_port
 from tests.tiny_models import publish_tiny_student
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 9  # the tiny student's clip length; driving clips of 17 frames take two windows
+
+
+@dataclass
+class Served:
+    """`motionctl serve` running in a child process, and where it listens."""
+
+    process: subprocess.Popen
+    settings: object
+    version: int
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.settings.triton_host}:{self.settings.triton_grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return (f"http://{self.settings.triton_host}:{self.settings.triton_metrics_port}"
+                "/metrics")
+
+    def family(self) -> list[psutil.Process]:
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +73,28 @@ def server(tmp_path_factory):
     prefix = build_and_upload(settings)  # alias champion by default
     assert prefix == f"model-repository/{version}/"
     repository = download_repository(settings, prefix, home / "served")  # as a cluster would
-    triton = TritonServer(settings, repository)
-    with triton:
-        family = [triton.process, *triton.process.children(recursive=True)]
-        yield triton, settings, version
-    mp.undo()
+    # `motionctl serve` as a user runs it, this checkout's code first on the path.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "motionctl", "serve", "--repository", str(repository)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
+             "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    served = Served(process, settings, version)
+    output = []
+    try:
+        for line in process.stdout:  # until the server is ready, or the command ends
+            output.append(line)
+            if line.startswith("ready"):
+                break
+        assert output and output[-1].startswith("ready"), "".join(output)
+        assert any(served.grpc_url in line for line in output), "".join(output)
+        family = served.family()
+        yield served
+    finally:
+        process.send_signal(signal.SIGTERM)  # what Kubernetes or Ctrl-C sends
+        rest, _ = process.communicate(timeout=60)
+        mp.undo()
+    assert process.returncode == 0 and "tritonserver stopped" in rest, rest
     assert not [p.pid for p in family if p.is_running() and
                 p.status() != psutil.STATUS_ZOMBIE], "tritonserver left processes behind"
 
@@ -61,9 +108,9 @@ def inputs():
 
 
 def test_a_request_gets_a_watermarked_mp4_of_every_driving_frame(server, inputs, tmp_path):
-    triton, settings, version = server
+    settings, version = server.settings, server.version
     reference, driving, clip = inputs
-    with MotionControlClient(triton.grpc_url, settings=settings) as client:
+    with MotionControlClient(server.grpc_url, settings=settings) as client:
         assert client.ready()
         video = client.animate(reference, driving, "a person walking, the camera pans left",
                                subject_library=[sample_data("opencv-doc/basketball2.png")],
@@ -80,12 +127,12 @@ def test_a_request_gets_a_watermarked_mp4_of_every_driving_frame(server, inputs,
     path.write_bytes(video)
     result = CliRunner().invoke(app, ["verify", str(path)])
     assert result.exit_code == 0 and "watermark found" in result.output, result.output
-    assert is_healthy(triton.metrics_url)  # Prometheus metrics are on
+    assert is_healthy(server.metrics_url)  # Prometheus metrics are on
 
 
-def raw_request(triton, reference: bytes, driving: bytes, prompt: str):
+def raw_request(server: Served, reference: bytes, driving: bytes, prompt: str):
     """Straight to motion_control, past the SDK's own checks: what the server answers."""
-    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
     tensors = []
     for name, value in (("REFERENCE_IMAGE", reference), ("DRIVING_VIDEO", driving),
                         ("PROMPT", prompt.encode())):
@@ -95,6 +142,12 @@ def raw_request(triton, reference: bytes, driving: bytes, prompt: str):
     return client.infer("motion_control", tensors, client_timeout=300)
 
 
+def server_memory(served: Served) -> tuple[list[int], int]:
+    """The server's processes (pids) and their total resident memory."""
+    family = served.family()
+    return sorted(p.pid for p in family), sum(p.memory_info().rss for p in family)
+
+
 def oversized_png(side: int) -> bytes:
     import cv2
 
@@ -102,7 +155,7 @@ def oversized_png(side: int) -> bytes:
 
 
 def test_bad_inputs_get_invalid_argument_and_the_server_keeps_serving(server, inputs):
-    triton, settings, _ = server
+    settings = server.settings
     reference, driving, _ = inputs
     half = driving[:len(driving) // 2]
     cases = {
@@ -113,13 +166,18 @@ def test_bad_inputs_get_invalid_argument_and_the_server_keeps_serving(server, in
                             "over the limit"),
         "long prompt": (reference, driving, "a" * 100_000, "100000 characters"),
     }
-    for case, (image, video, prompt, message) in cases.items():
-        with pytest.raises(InferenceServerException) as err:
-            raw_request(triton, image, video, prompt)
-        assert "INVALID_ARGUMENT" in str(err.value.status()), (case, err.value)
-        assert message in err.value.message(), (case, err.value.message())
+    memory = []
+    for _ in range(3):  # the same bad requests again and again: no instance dies or grows
+        for case, (image, video, prompt, message) in cases.items():
+            with pytest.raises(InferenceServerException) as err:
+                raw_request(server, image, video, prompt)
+            assert "INVALID_ARGUMENT" in str(err.value.status()), (case, err.value)
+            assert message in err.value.message(), (case, err.value.message())
+        memory.append(server_memory(server))
+    assert memory[2][0] == memory[0][0], "a model instance was restarted"
+    assert memory[2][1] - memory[1][1] < 50 * 1024**2, memory  # bytes of RSS
 
-    with MotionControlClient(triton.grpc_url, settings=settings) as client:
+    with MotionControlClient(server.grpc_url, settings=settings) as client:
         with pytest.raises(InvalidInput, match="driving video"):  # the SDK's typed error
             client.animate(reference, half, "x")
         video = client.animate(reference, driving, "a person walking", seed=1)
