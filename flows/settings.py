@@ -112,8 +112,8 @@ class ServeSettings(BaseModel):
     cpu_instances: int = Field(default=1, ge=0, le=64, description="KIND_CPU instances per model")
     orchestrator_instances: int = Field(default=4, ge=1, le=64, description="motion_control "
                                         "instances: requests in flight through the pipeline")
-    gpu_instances: int = Field(default=0, ge=0, le=64, description="KIND_GPU instances of the "
-                               "GPU models (student_dit, motion_extractor); 0 on a CPU host")
+    gpu_instances: int = Field(default=0, ge=0, le=64, description="KIND_GPU instances of "
+                               "student_dit (sampling on the GPU); 0 on a CPU host")
     # One intra-op thread per model process, as for training: the models run side by side
     # and on a small shared CPU more threads thrash (measured: the tiny DiT 6.5 s with 2
     # threads vs 0.3 s with 1 while another process was busy).

@@ -158,8 +158,8 @@ def generate_long(pipeline: MotionControlPipeline, identity: ReferenceIdentity,
         anchor = None
         if keyframe_latents is not None:
             shape = pipeline.latent_shape(cond.batch_size)
-            latents = torch.zeros(shape)
-            mask = torch.zeros(shape[0], shape[2], dtype=torch.bool)
+            latents = torch.zeros(shape, device=keyframe_latents.device)
+            mask = torch.zeros(shape[0], shape[2], dtype=torch.bool, device=latents.device)
             for row, (first, last) in enumerate(anchors[part]):
                 latents[row, :, 0] = keyframe_latents[first, :, 0]
                 latents[row, :, -1] = keyframe_latents[last, :, 0]

@@ -200,7 +200,12 @@ class MotionControlPipeline:
         }
         with torch.no_grad():
             return build_conditions(batch, encode_latents=self.vae.encode_latents,
-                                    text=self.text, size=self.size, device="cpu")
+                                    text=self.text, size=self.size, device=self.device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the DiT lives (move the DiT and VAE with `.to(device)` on both)."""
+        return next(self.dit.parameters()).device
 
     def latent_shape(self, batch: int = 1, frames: int | None = None) -> tuple[int, ...]:
         return (batch, self.vae.latent_channels,
@@ -218,10 +223,11 @@ class MotionControlPipeline:
         with torch.no_grad():
             return self.sampler.sample(self.dit, cond, shape, steps=self.steps,
                                        guidance=self.guidance, x_T=noise.contiguous(),
-                                       anchor=anchor)
+                                       anchor=anchor, device=self.device)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Stage 5b: latents -> (B, T, size, size, 3) uint8 RGB frames."""
         with torch.no_grad():
             video = self.vae.decode_latents(latents)
-        return ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        return ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte() \
+            .cpu().numpy()

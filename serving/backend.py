@@ -107,6 +107,9 @@ class TritonModel:
 
     def initialize(self, args: dict) -> None:
         self.model_dir = Path(args["model_repository"]) / args["model_version"]
+        # A KIND_GPU instance runs on its GPU; KIND_CPU (and a CPU-only host) on the CPU.
+        self.device = f"cuda:{args['model_instance_device_id']}" \
+            if args.get("model_instance_kind") == "GPU" else "cpu"
         self.config = json.loads(args["model_config"])
         self.spec = MODELS[self.name]
         self.settings = load_settings()

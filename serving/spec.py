@@ -67,7 +67,7 @@ MODELS = {spec.name: spec for spec in (
         inputs=(REFERENCE_IMAGE, DRIVING_VIDEO),
         outputs=(_t("POSE", "FP32", *KEYPOINTS), _t("DRIVER_KEYPOINTS", "FP32", *KEYPOINTS),
                  MOTION_INTENSITY, ACTION_PHRASE, _t("FPS", "FP32", 1)),
-        gpu=True, source="motion_extractor"),
+        source="motion_extractor"),  # MediaPipe's legacy solutions run on the CPU
     ModelSpec(
         "identity_encoder",
         inputs=(REFERENCE_IMAGE, SUBJECT_LIBRARY),

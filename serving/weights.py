@@ -42,9 +42,12 @@ def load_served_bundle(folder: Path) -> ModelBundle:
                        vae.eval(), served["meta"])
 
 
-def load_served_pipeline(folder: Path):
-    """The MotionControlPipeline of a student_dit folder, and its provenance (name, version)."""
+def load_served_pipeline(folder: Path, device: str = "cpu"):
+    """The MotionControlPipeline of a student_dit folder on `device`, and its provenance
+    (name, version)."""
     bundle = load_served_bundle(folder)
+    bundle.dit.to(device)
+    bundle.vae.to(device)
     return bundle.pipeline(text=TextEncoder(folder / "text_encoder")), \
         {"model": bundle.name, "version": bundle.version}
 

@@ -14,7 +14,7 @@ class TritonPythonModel(TritonModel):
     name = "student_dit"
 
     def setup(self) -> None:
-        self.pipeline, self.meta = load_served_pipeline(self.model_dir)
+        self.pipeline, self.meta = load_served_pipeline(self.model_dir, self.device)
 
     def infer(self, inputs):
         motion = DrivingMotion(inputs["POSE"], inputs["DRIVER_KEYPOINTS"],
