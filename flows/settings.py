@@ -100,6 +100,10 @@ class KubernetesSettings(BaseModel):
                          description="Helm release of the serving chart")
     image: str = Field(default="ghcr.io/motioncontrol/motioncontrol:0.1.0",
                        description="the platform image the training pods run")
+    s3_secret: str = Field(default="motioncontrol-s3", description="Secret with "
+                           "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the pods")
+    values_file: Path | None = Field(default=None, description="extra values of the serving "
+                                     "chart for its first install (later: the release's own)")
     training_queue: str = Field(default="training", description="Kueue LocalQueue of the "
                                 "training jobs")
     nodes: int = Field(default=2, ge=1, le=256, description="training nodes (pods)")
@@ -107,6 +111,8 @@ class KubernetesSettings(BaseModel):
     job_timeout_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     poll_s: float = Field(default=10.0, gt=0)
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090")
+    probe_url: str | None = Field(default=None, description="Triton HTTP URL of the canary for "
+                                  "the probe; unset: its in-cluster Service")
     canary_weights: tuple[int, ...] = Field(default=(10, 50, 100), min_length=1,
                                             description="canary traffic %, step by step")
     step_wait_s: float = Field(default=300.0, ge=0, description="soak time before each analysis")
