@@ -90,7 +90,7 @@ class KubeEmulator:
     def history(self, resource: str, namespace: str, name: str) -> list[dict]:
         """Every version the object went through (creation, each patch), oldest first."""
         return [dict(version.raw) for version in
-                self.emulator.objects[resource, namespace, name].history]
+                self.emulator.objects[resource, namespace, name].history if version is not None]
 
 
 @pytest.fixture
