@@ -12,7 +12,6 @@ import asyncio
 import threading
 
 import kmock
-import pytest
 
 # Resources beyond the bundled built-ins that the charts and the training job use (CRDs).
 CUSTOM_RESOURCES = {
@@ -73,8 +72,8 @@ class KubeEmulator:
 
     def object(self, resource: str, namespace: str, name: str) -> dict | None:
         """The stored object (None when absent or deleted), read through the API."""
-        from kubernetes.dynamic import DynamicClient
         from kubernetes.client.exceptions import ApiException
+        from kubernetes.dynamic import DynamicClient
 
         group_version, plural = resource.rsplit("/", 1)
         dynamic = DynamicClient(self.api_client())
@@ -91,10 +90,3 @@ class KubeEmulator:
         """Every version the object went through (creation, each patch), oldest first."""
         return [dict(version.raw) for version in
                 self.emulator.objects[resource, namespace, name].history if version is not None]
-
-
-@pytest.fixture
-def kube():
-    emulator = KubeEmulator().start()
-    yield emulator
-    emulator.stop()

@@ -24,7 +24,6 @@ from rich.console import Console
 from deploy.canary import AppliedRelease, ProbeResult, Prometheus, run_canary, track_values
 from flows import tracking
 from flows.settings import STUDENT_MODEL, load_settings
-from tests.integration.kube_emulator import kube  # noqa: F401  (fixture)
 
 NS, RELEASE = "motioncontrol", "motioncontrol"
 ROUTES = {"gateway.networking.k8s.io/v1/httproutes": f"{RELEASE}-http",

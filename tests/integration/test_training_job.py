@@ -17,7 +17,6 @@ from deploy.errors import ImagePullFailed, PodEvicted
 from deploy.training_job import GROUP, JOB_LABEL, PLURAL, VERSION, run_training_job
 from flows.launch import PROGRESS_PREFIX
 from flows.settings import load_settings
-from tests.integration.kube_emulator import kube  # noqa: F401  (fixture)
 
 NS = "motioncontrol"
 PLAN = json.dumps({"stage": 1, "run_id": "0123456789abcdef", "steps": 4, "batch_size": 2})
