@@ -7,7 +7,7 @@ MC     := $(BIN)/motionctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 bench stack-up stack-down stack-status lock clean
+.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 bench stack-up stack-down stack-status canary lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ stack-down: setup  ## stop the processes stack-up started
 
 stack-status: setup  ## show the state of the local stack
 	$(MC) stack status
+
+canary: setup  ## roll VERSION=N out on Kubernetes (canary, analysis, promote/rollback); DRY_RUN=1 prints the plan
+	@test -n "$(VERSION)" || { echo "usage: make canary VERSION=N [DRY_RUN=1]"; exit 2; }
+	$(MC) canary --version $(VERSION) $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
 lock: setup  ## regenerate requirements/constraints.txt from the installed venv
 	@{ echo "# Lock: the exact versions resolved together by scripts/setup.sh (Python 3.11, CPU torch)."; \

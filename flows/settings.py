@@ -89,6 +89,48 @@ class TrainSettings(BaseModel):
     threads: int = Field(default=1, ge=1, le=256, description="torch threads per worker")
 
 
+class KubernetesSettings(BaseModel):
+    """The cluster side (`deploy/`): where the charts live, how a canary advances and when it
+    is rolled back, and the multi-node training job of the `base` profile. MC_KUBE__<FIELD>."""
+
+    context: str | None = Field(default=None, description="kubeconfig context; unset: current "
+                                "context, or the in-cluster service account")
+    namespace: str = Field(default="motioncontrol", min_length=1, max_length=63)
+    release: str = Field(default="motioncontrol", min_length=1, max_length=53,
+                         description="Helm release of the serving chart")
+    image: str = Field(default="ghcr.io/motioncontrol/motioncontrol:0.1.0",
+                       description="the platform image the training pods run")
+    s3_secret: str = Field(default="motioncontrol-s3", description="Secret with "
+                           "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the pods")
+    values_file: Path | None = Field(default=None, description="extra values of the serving "
+                                     "chart for its first install (later: the release's own)")
+    training_queue: str = Field(default="training", description="Kueue LocalQueue of the "
+                                "training jobs")
+    nodes: int = Field(default=2, ge=1, le=256, description="training nodes (pods)")
+    gpus_per_node: int = Field(default=8, ge=1, le=16)
+    job_timeout_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    poll_s: float = Field(default=10.0, gt=0)
+    prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090")
+    probe_url: str | None = Field(default=None, description="Triton HTTP URL of the canary for "
+                                  "the probe; unset: its in-cluster Service")
+    canary_weights: tuple[int, ...] = Field(default=(10, 50, 100), min_length=1,
+                                            description="canary traffic %, step by step")
+    step_wait_s: float = Field(default=300.0, ge=0, description="soak time before each analysis")
+    analysis_window: str = Field(default="5m", pattern=r"^[0-9]+[smh]$",
+                                 description="PromQL range of each analysis")
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_latency_ms: float = Field(default=30000.0, gt=0)
+    min_requests: int = Field(default=20, ge=0, description="fewer in the window: no verdict, "
+                              "roll back")
+
+    @field_validator("canary_weights", mode="after")
+    @classmethod
+    def _weights_rise_to_100(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 0 < w <= 100 for w in v) or list(v) != sorted(set(v)) or v[-1] != 100:
+            raise ValueError("give rising percentages in 1..100 that end at 100, e.g. [10,50,100]")
+        return v
+
+
 # Clip shape per profile: (size px, frames, fps); frames = 1 + 4k for the causal video VAE.
 PROFILE_CLIPS = {"tiny": (128, 17, 12.0), "small": (256, 49, 24.0), "base": (512, 81, 24.0)}
 
@@ -150,6 +192,7 @@ class Settings(BaseSettings):
     curation: CurationThresholds = CurationThresholds()
     curate: CurateSettings = CurateSettings()
     train: TrainSettings = TrainSettings()
+    kube: KubernetesSettings = KubernetesSettings()  # MC_KUBE__*: cluster, canary, training job
 
     # --- serving ------------------------------------------------------------------------
     triton_host: str = "127.0.0.1"

@@ -165,6 +165,23 @@ def train(stage: int = typer.Option(..., "--stage", help="0 VAE, 1 body, 2 +face
                   f"(run {result.run_id}{', reused' if result.reused else ''})")
 
 
+# --- deploy -----------------------------------------------------------------------------
+
+
+@app.command("canary")
+@friendly_errors
+def canary(version: int = typer.Option(..., "--version", min=1,
+                                       help="the motioncontrol-student version to roll out"),
+           dry_run: bool = typer.Option(False, "--dry-run",
+                                        help="print the steps and the manifests; touch nothing")):
+    """Roll a model version out on Kubernetes: canary weights, analysis, promote or roll back."""
+    from deploy.canary import run_canary
+
+    result = run_canary(_settings(), version, dry_run=dry_run, console=console)
+    if result is not None and not result.promoted:
+        raise typer.Exit(1)
+
+
 # --- checks -----------------------------------------------------------------------------
 
 
