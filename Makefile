@@ -7,7 +7,7 @@ MC     := $(BIN)/motionctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 bench stack-up stack-down stack-status canary lock clean
+.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 distill bench stack-up stack-down stack-status canary lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ curate: setup  ## curate the dataset (synthetic + mocap + real video) into the s
 
 train-stage0 train-stage1 train-stage2 train-stage3: train-stage%: setup  ## train one stage of the teacher
 	$(MC) train --stage $*
+
+distill: setup  ## distil the newest stage-3 teacher into a few-step student
+	$(MC) distill
 
 bench: setup  ## run the benchmarks in tests/bench, reports in reports/bench/
 	$(BIN)/python -m pytest tests/bench -o python_files='bench_*.py' -s -q -p no:cacheprovider

@@ -121,3 +121,27 @@ class StepDistillation:
         pred = student(x, t_start, cond)
         loss = F.mse_loss(pred.float(), target.float())
         return {"step_distillation": loss, "total": loss}
+
+
+class BatchDistillation:
+    """A distillation loss on dataset batches: the teacher objective's `prepare` (VAE
+    latents and conditions, no condition dropout) followed by the loss. `sampling` says how
+    the student samples (steps, guidance) for the samples logged during training."""
+
+    def __init__(self, base, loss: GuidanceDistillation | StepDistillation, steps: int,
+                 guidance: GuidanceConfig):
+        self.base, self.loss = base, loss
+        self.sampling = (steps, guidance)
+
+    @property
+    def vae(self) -> nn.Module:
+        return self.base.vae
+
+    def prepare(self, batch: dict, device):
+        return self.base.prepare(batch, device)
+
+    def __call__(self, model: nn.Module, batch: dict, *, device, generator=None,
+                 fixed_t: Tensor | None = None, noise: Tensor | None = None,
+                 with_id: bool = False) -> dict[str, Tensor]:
+        x0, cond, _ = self.base.prepare(batch, device)
+        return self.loss(model, x0, cond, generator=generator, fixed_t=fixed_t, noise=noise)

@@ -165,6 +165,20 @@ def train(stage: int = typer.Option(..., "--stage", help="0 VAE, 1 body, 2 +face
                   f"(run {result.run_id}{', reused' if result.reused else ''})")
 
 
+@app.command("distill")
+@friendly_errors
+def distill(teacher_version: int = typer.Option(None, "--teacher-version", min=1,
+                                                help="default: the newest stage-3 teacher"),
+            force: bool = typer.Option(False, help="distil again even if nothing changed")):
+    """Distil the teacher into a few-step student without CFG (guidance merge, then steps)."""
+    from flows.distill import run_distillation
+
+    result = run_distillation(_settings(), teacher_version, force=force)
+    console.print(f"motioncontrol-student version {result.student.version} (stage A: version "
+                  f"{result.guidance.version}) from motioncontrol-teacher version "
+                  f"{result.teacher_version}")
+
+
 # --- deploy -----------------------------------------------------------------------------
 
 
