@@ -68,7 +68,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # 2 CPU cores: stages 0-3 in well under 45 minutes on 64² px, 17-frame clips
     "tiny": TrainConfig(
         model_preset="tiny", resolution=64,
-        stages={0: StageConfig(300, 2e-3, 4), 1: StageConfig(300, 1e-3, 4),
+        stages={0: StageConfig(300, 5e-4, 4), 1: StageConfig(300, 1e-3, 4),
                 2: StageConfig(200, 5e-4, 4), 3: StageConfig(300, 5e-4, 4)},
     ),
     "small": TrainConfig(

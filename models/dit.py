@@ -116,7 +116,7 @@ class DiTConfig:
 
 DIT_PRESETS: dict[str, DiTConfig] = {
     # CPU: 64² px x 17 frames -> latents 5x8x8 (spatial_factor=4: 5x16x16).
-    "tiny": DiTConfig("tiny", latent_channels=4, patch_size=(1, 2, 2), dim=128, depth=4,
+    "tiny": DiTConfig("tiny", latent_channels=16, patch_size=(1, 2, 2), dim=128, depth=4,
                       heads=4, ffn_dim=512, face_every=2),
     # One GPU.
     "small": DiTConfig("small", latent_channels=16, patch_size=(1, 2, 2), dim=512, depth=12,

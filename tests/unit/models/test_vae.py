@@ -67,7 +67,7 @@ def test_tiny_shapes_for_images_and_videos(tiny, t):
     with torch.no_grad():
         posterior = tiny.encode(x)
         z = posterior.sample()
-        assert z.shape == (2, 4, 1 + (t - 1) // 4, 4, 4) == (2, *tiny.latent_shape(t, 32, 32))
+        assert z.shape == (2, 16, 1 + (t - 1) // 4, 4, 4) == (2, *tiny.latent_shape(t, 32, 32))
         assert tiny.decode(z).shape == x.shape
         recon, post = tiny(x)  # eval mode: decodes the mean
         torch.testing.assert_close(recon, tiny.decode(posterior.mean))
