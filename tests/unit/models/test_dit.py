@@ -301,7 +301,7 @@ def test_runs_in_bfloat16(inputs):
 # --------------------------------------------------------------------------- Wan2.x adapter
 
 WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
-                in_channels=4, out_channels=4, text_dim=384, freq_dim=256, ffn_dim=512,
+                in_channels=16, out_channels=16, text_dim=384, freq_dim=256, ffn_dim=512,
                 num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
                 rope_max_seq_len=64)
 
