@@ -7,7 +7,7 @@ MC     := $(BIN)/motionctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 distill bench stack-up stack-down stack-status canary lock clean
+.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 distill evaluate promote bench stack-up stack-down stack-status canary lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,12 @@ train-stage0 train-stage1 train-stage2 train-stage3: train-stage%: setup  ## tra
 
 distill: setup  ## distil the newest stage-3 teacher into a few-step student
 	$(MC) distill
+
+evaluate: setup  ## score the newest teacher and student against the baselines
+	$(MC) evaluate
+
+promote: setup  ## gates -> alias candidate (TO=champion moves champion; ROLLBACK=1 undoes)
+	$(MC) promote $(if $(TO),--to $(TO)) $(if $(ROLLBACK),--rollback)
 
 bench: setup  ## run the benchmarks in tests/bench, reports in reports/bench/
 	$(BIN)/python -m pytest tests/bench -o python_files='bench_*.py' -s -q -p no:cacheprovider

@@ -89,6 +89,30 @@ class TrainSettings(BaseModel):
     threads: int = Field(default=1, ge=1, le=256, description="torch threads per worker")
 
 
+class EvaluateSettings(BaseModel):
+    """The benchmark set of `make evaluate` (flows/evaluate.py). MC_EVALUATE__<FIELD>."""
+
+    pairs: int = Field(default=4, ge=1, le=1000, description="held-out cross-identity pairs")
+    real_clips: int = Field(default=1, ge=0, le=10,
+                            description="real reference photo x real footage clips")
+    teacher_steps: int = Field(default=20, ge=1, le=1000,
+                               description="Euler steps of a teacher (its CFG in 2 branches)")
+    lpips_weights: Path | None = Field(default=None, description="local LPIPS weights; unset: "
+                                       "LPIPS is skipped and the reason logged")
+
+
+class PromoteSettings(BaseModel):
+    """Gates of `make promote` (flows/promote.py). MC_PROMOTE__<FIELD>."""
+
+    primary_metrics: tuple[str, ...] = ("pose_pck", "ssim")
+    # student vs its teacher: at most this much worse (absolute) on each primary metric
+    student_tolerance: float = Field(default=0.05, ge=0)
+    # candidate vs the current champion: at most this much worse on each primary metric
+    champion_tolerance: float = Field(default=0.02, ge=0)
+    latency_budget_s: float = Field(default=30.0, gt=0,
+                                    description="end-to-end seconds per clip, CPU tiny profile")
+
+
 class KubernetesSettings(BaseModel):
     """The cluster side (`deploy/`): where the charts live, how a canary advances and when it
     is rolled back, and the multi-node training job of the `base` profile. MC_KUBE__<FIELD>."""
@@ -192,6 +216,8 @@ class Settings(BaseSettings):
     curation: CurationThresholds = CurationThresholds()
     curate: CurateSettings = CurateSettings()
     train: TrainSettings = TrainSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()  # MC_EVALUATE__*: the benchmark set
+    promote: PromoteSettings = PromoteSettings()  # MC_PROMOTE__*: promotion gates
     kube: KubernetesSettings = KubernetesSettings()  # MC_KUBE__*: cluster, canary, training job
 
     # --- serving ------------------------------------------------------------------------

@@ -179,6 +179,39 @@ def distill(teacher_version: int = typer.Option(None, "--teacher-version", min=1
                   f"{result.teacher_version}")
 
 
+# --- evaluation and promotion ---------------------------------------------------------
+
+
+@app.command("evaluate")
+@friendly_errors
+def evaluate(teacher_version: int = typer.Option(None, "--teacher-version", min=1,
+                                                 help="default: the newest stage-3 teacher"),
+             student_version: int = typer.Option(None, "--student-version", min=1,
+                                                 help="default: the newest few-step student"),
+             force: bool = typer.Option(False, help="evaluate again even if already done")):
+    """Score models and baselines on the held-out benchmark set (MLflow `evaluation`)."""
+    from flows.evaluate import run_evaluation
+
+    run_evaluation(_settings(), teacher_version, student_version, force=force)
+
+
+@app.command("promote")
+@friendly_errors
+def promote(version: int = typer.Option(None, "--version", min=1,
+                                        help="student version; default: the newest (to "
+                                        "candidate) or the candidate (to champion)"),
+            to: str = typer.Option("candidate", "--to", help="candidate or champion"),
+            rollback: bool = typer.Option(False, "--rollback",
+                                          help="move the alias back to its previous version")):
+    """Promote a student through the gates to `candidate`, or `--to champion`; `--rollback`."""
+    from flows.promote import run_promotion
+    from flows.settings import ALIASES
+
+    if to not in ALIASES:
+        raise typer.BadParameter(f"--to must be one of {', '.join(ALIASES)}")
+    run_promotion(_settings(), version, to=to, rollback=rollback)
+
+
 # --- deploy -----------------------------------------------------------------------------
 
 
