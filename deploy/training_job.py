@@ -242,3 +242,19 @@ class _JobFollower:
 
     def _tail_hint(self) -> str:
         return ("; last log lines: " + " | ".join(self.tail[-3:])) if self.tail else ""
+
+
+def kubernetes_launcher(settings: Settings, plan_json: str, plan_path: str, log_path,
+                        on_event: Callable[[dict], None]) -> None:
+    """The train flow's launcher on a cluster (flows.launch): the plan as a PyTorchJob, its
+    pod logs appended to the same log file the local launcher writes."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        run_training_job(settings, plan_json, on_event=on_event,
+                         log=lambda line: log.write(line + "\n"))
+
+
+def register() -> None:
+    from flows.launch import register_launcher
+
+    register_launcher("kubernetes", kubernetes_launcher)

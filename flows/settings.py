@@ -87,6 +87,8 @@ class TrainSettings(BaseModel):
     # One intra-op thread per worker: on a small shared CPU more threads thrash (measured
     # 0.13 s vs several seconds per tiny DiT step when another process is busy).
     threads: int = Field(default=1, ge=1, le=256, description="torch threads per worker")
+    launcher: Literal["local", "kubernetes"] | None = Field(
+        default=None, description="unset: kubernetes on the base profile, else local")
 
 
 class EvaluateSettings(BaseModel):

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from flows.bundle import weights_key
 from flows.datasets import load_manifest
 from flows.errors import MotionControlError
-from flows.launch import run_worker
+from flows.launch import launcher_for
 from flows.settings import TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
 from flows.tracking import _mlflow, ensure_experiment, register_version, start_run
@@ -186,9 +186,8 @@ def _run_with_progress(settings: Settings, plan: TrainPlan, plan_path: str, labe
             elif event.get("event") == "done":
                 final.update(event)
 
-        run_worker("flows.train_worker", [plan_path], nproc=settings.train.nproc,
-                   log_path=settings.home / "tmp" / "train" / f"{plan.run_id}.log",
-                   on_event=on_event)
+        launcher_for(settings)(settings, plan.to_json(), plan_path,
+                               settings.home / "tmp" / "train" / f"{plan.run_id}.log", on_event)
     if "model_uri" not in final:
         raise MotionControlError("the training worker ended without registering its model; "
                                  "see its log above")

@@ -52,6 +52,9 @@ def _configure() -> None:
 
     try:
         configure()
+        from deploy.training_job import register  # the train flow's kubernetes launcher
+
+        register()
     except MotionControlError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

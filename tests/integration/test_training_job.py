@@ -142,3 +142,15 @@ def test_timeout(kube):
         run_training_job(load_settings(), PLAN, namespace=NS, nodes=1, gpus_per_node=1,
                          log=lambda _: None, poll_s=0.1, timeout_s=0.5, api=kube.api_client())
     assert submitted_jobs(kube) == []
+
+
+def test_the_base_profile_trains_through_the_kubernetes_launcher(monkeypatch):
+    from deploy.training_job import kubernetes_launcher, register
+    from flows.launch import launcher_for
+    from flows.settings import load_settings
+
+    register()
+    monkeypatch.setenv("MC_PROFILE", "base")
+    assert launcher_for(load_settings()) is kubernetes_launcher
+    monkeypatch.setenv("MC_TRAIN__LAUNCHER", "local")
+    assert launcher_for(load_settings()) is not kubernetes_launcher
