@@ -215,6 +215,20 @@ def promote(version: int = typer.Option(None, "--version", min=1,
     run_promotion(_settings(), version, to=to, rollback=rollback)
 
 
+@app.command("pipeline")
+@friendly_errors
+def pipeline(to: str = typer.Option("champion", "--to",
+                                    help="the alias the new student ends at (candidate or "
+                                    "champion)")):
+    """Curate -> train 0-3 -> distill -> evaluate -> promote; finished stages are reused."""
+    from flows.pipeline import pipeline_flow
+
+    result = pipeline_flow(to=to)
+    console.print(f"dataset {result.dataset}; motioncontrol-teacher version "
+                  f"{result.teacher_version}; motioncontrol-student version "
+                  f"{result.student_version} @{result.alias}")
+
+
 # --- deploy -----------------------------------------------------------------------------
 
 
