@@ -291,7 +291,9 @@ def id_similarity(generated: np.ndarray, reference_image: np.ndarray) -> float:
     """Cosine similarity of dlib's 128-d face embeddings (models.curation.face_embedding)
     between the reference image and each generated frame, averaged over the frames where a
     face is found. NaN when the reference or no frame shows a face (dlib's HOG detector; small
-    images are upscaled first). Same person ≈ 0.9+, different people ≈ 0.6-0.75."""
+    images are upscaled first). dlib's embeddings are not unit vectors (norm ≈ 1.45 on
+    skimage's astronaut), hence the cosine. The HOG detector also fires on the cartoon faces
+    of the synthetic renders (a render vs its own reference ≈ 0.99)."""
     frames = check_frames(generated)
     reference = face_embedding(upscaled(np.asarray(reference_image, np.uint8)), _THRESHOLDS)
     if reference is None:
