@@ -34,7 +34,7 @@ from flows.store import open_store
 from flows.tracking import _mlflow, start_run, ui_link
 
 # Metric directions, for tables and gates: True = higher is better.
-HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "pose_pck": True,
+HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False, "pose_pck": True,
                     "hand_pck": True, "face_nme": False, "id_similarity": True,
                     "motion_smoothness": True, "dynamic_degree": True, "text_alignment": True,
                     "latency_s": False, "nfe": False}
@@ -105,22 +105,29 @@ def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
     from models.pipeline import square
     from models.teacher import resize_frames
 
-    rows, samples, skipped = [], {}, {}
+    rows, samples, skipped, pairs = [], {}, {}, []
     for item in items:
         frames, target, latency, nfe = generate(item)
         truth = resize_frames(item.truth[None], size)[0] if item.truth is not None else None
         row = evaluate_clip(frames, truth, reference=square(item.reference, size),
                             target_keypoints=target, prompt=item.prompt, extractor=extractor)
         if truth is not None:
-            for metric, scorer in (("lpips", lpips_or_reason), ("fvd", fvd_or_reason)):
-                value, reason = scorer(frames, truth, lpips_weights)
-                if value is None:
-                    skipped[metric] = reason
-                else:
-                    row[metric] = value
+            value, reason = lpips_or_reason(frames, truth, lpips_weights)
+            if value is None:
+                skipped["lpips"] = reason
+            else:
+                row["lpips"] = value
+            pairs.append((frames, truth))
         rows.append({**row, "latency_s": latency, "nfe": float(nfe)})
         samples[item.name] = frames
-    return {"rows": rows, "metrics": aggregate(rows), "samples": samples, "skipped": skipped}
+    metrics = aggregate(rows)
+    if pairs:  # a distance between sets of clips, not a per-clip score
+        fvd, reason = fvd_or_reason([g for g, _ in pairs], [t for _, t in pairs])
+        if fvd is None:
+            skipped["fvd"] = reason
+        else:
+            metrics["fvd"] = fvd
+    return {"rows": rows, "metrics": metrics, "samples": samples, "skipped": skipped}
 
 
 def model_generator(bundle, settings: Settings, text, targets: dict):
