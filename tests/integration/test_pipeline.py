@@ -26,7 +26,7 @@ METRICS = {"ssim", "psnr", "pose_pck", "hand_pck", "face_nme", "id_similarity",
 
 
 def test_pipeline_ends_with_a_champion_student_and_an_evaluation(curated):
-    env, settings = curated
+    env, settings = curated[0], curated[1]
     proc = subprocess.run([MOTIONCTL, "pipeline"], capture_output=True, text=True, timeout=1500,
                           env={**os.environ, **env, **FAST})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
