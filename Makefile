@@ -7,7 +7,7 @@ MC     := $(BIN)/motionctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 bench serve stack-up stack-down stack-status lock clean
+.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 distill evaluate promote bench serve stack-up stack-down stack-status canary lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,15 @@ curate: setup  ## curate the dataset (synthetic + mocap + real video) into the s
 train-stage0 train-stage1 train-stage2 train-stage3: train-stage%: setup  ## train one stage of the teacher
 	$(MC) train --stage $*
 
+distill: setup  ## distil the newest stage-3 teacher into a few-step student
+	$(MC) distill
+
+evaluate: setup  ## score the newest teacher and student against the baselines
+	$(MC) evaluate
+
+promote: setup  ## gates -> alias candidate (TO=champion moves champion; ROLLBACK=1 undoes)
+	$(MC) promote $(if $(TO),--to $(TO)) $(if $(ROLLBACK),--rollback)
+
 bench: setup  ## run the benchmarks in tests/bench, reports in reports/bench/
 	$(BIN)/python -m pytest tests/bench -o python_files='bench_*.py' -s -q -p no:cacheprovider
 
@@ -47,6 +56,10 @@ stack-down: setup  ## stop the processes stack-up started
 
 stack-status: setup  ## show the state of the local stack
 	$(MC) stack status
+
+canary: setup  ## roll VERSION=N out on Kubernetes (canary, analysis, promote/rollback); DRY_RUN=1 prints the plan
+	@test -n "$(VERSION)" || { echo "usage: make canary VERSION=N [DRY_RUN=1]"; exit 2; }
+	$(MC) canary --version $(VERSION) $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
 lock: setup  ## regenerate requirements/constraints.txt from the installed venv
 	@{ echo "# Lock: the exact versions resolved together by scripts/setup.sh (Python 3.11, CPU torch)."; \

@@ -114,6 +114,18 @@ def resolve_version(settings: Settings, name: str, alias: str | None = None,
             "in the MLflow UI (make stack-up) or train/promote first") from None
 
 
+def newest_version(settings: Settings, name: str, **tags: str) -> int | None:
+    """The highest version of `name` whose tags include `tags` (None if there is none)."""
+    client = _mlflow(settings).MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # noqa: BLE001  (no such registered model yet)
+        return None
+    found = [int(v.version) for v in versions
+             if all(v.tags.get(k) == str(want) for k, want in tags.items())]
+    return max(found, default=None)
+
+
 def vae_key(settings: Settings, mv) -> str:
     """The VAE of a version: its tag, or (older teacher versions) its run's parameter."""
     key = mv.tags.get("vae_weights")

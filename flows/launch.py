@@ -58,3 +58,34 @@ def run_worker(module: str, args: list[str], *, nproc: int = 1, env: dict | None
         why = errors[0] if errors else f"exit code {code}"
         why = why if len(why) < 600 else why[:600] + " …"
         raise WorkerFailed(f"training worker failed: {why} (full log: {log_path})")
+
+
+# --- launchers ------------------------------------------------------------------------------
+# How a training plan reaches its workers: "local" (torchrun on this machine) is built in;
+# "kubernetes" (a multi-node PyTorchJob, the `base` profile) is registered by deploy/ when
+# the command line starts, since flows/ never imports deploy/.
+Launcher = Callable[..., None]  # (settings, plan_json, plan_path, log_path, on_event)
+LAUNCHERS: dict[str, Launcher] = {}
+
+
+def register_launcher(name: str, launcher: Launcher) -> None:
+    LAUNCHERS[name] = launcher
+
+
+def local_launcher(settings, plan_json: str, plan_path: str, log_path: Path,
+                   on_event: Callable[[dict], None]) -> None:
+    run_worker("flows.train_worker", [plan_path], nproc=settings.train.nproc,
+               log_path=log_path, on_event=on_event)
+
+
+register_launcher("local", local_launcher)
+
+
+def launcher_for(settings) -> Launcher:
+    name = settings.train.launcher or ("kubernetes" if settings.profile == "base" else "local")
+    if name not in LAUNCHERS:
+        raise MotionControlError(
+            f"training launcher {name!r} is not available here (known: {sorted(LAUNCHERS)}); "
+            "the kubernetes launcher comes with the motionctl command line (deploy/), or set "
+            "MC_TRAIN__LAUNCHER=local")
+    return LAUNCHERS[name]

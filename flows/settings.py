@@ -87,6 +87,74 @@ class TrainSettings(BaseModel):
     # One intra-op thread per worker: on a small shared CPU more threads thrash (measured
     # 0.13 s vs several seconds per tiny DiT step when another process is busy).
     threads: int = Field(default=1, ge=1, le=256, description="torch threads per worker")
+    launcher: Literal["local", "kubernetes"] | None = Field(
+        default=None, description="unset: kubernetes on the base profile, else local")
+
+
+class EvaluateSettings(BaseModel):
+    """The benchmark set of `make evaluate` (flows/evaluate.py). MC_EVALUATE__<FIELD>."""
+
+    pairs: int = Field(default=4, ge=1, le=1000, description="held-out cross-identity pairs")
+    real_clips: int = Field(default=1, ge=0, le=10,
+                            description="real reference photo x real footage clips")
+    teacher_steps: int = Field(default=20, ge=1, le=1000,
+                               description="Euler steps of a teacher (its CFG in 2 branches)")
+    lpips_weights: Path | None = Field(default=None, description="local LPIPS weights; unset: "
+                                       "LPIPS is skipped and the reason logged")
+
+
+class PromoteSettings(BaseModel):
+    """Gates of `make promote` (flows/promote.py). MC_PROMOTE__<FIELD>."""
+
+    primary_metrics: tuple[str, ...] = ("pose_pck", "ssim")
+    # student vs its teacher: at most this much worse (absolute) on each primary metric
+    student_tolerance: float = Field(default=0.05, ge=0)
+    # candidate vs the current champion: at most this much worse on each primary metric
+    champion_tolerance: float = Field(default=0.02, ge=0)
+    latency_budget_s: float = Field(default=30.0, gt=0,
+                                    description="end-to-end seconds per clip, CPU tiny profile")
+
+
+class KubernetesSettings(BaseModel):
+    """The cluster side (`deploy/`): where the charts live, how a canary advances and when it
+    is rolled back, and the multi-node training job of the `base` profile. MC_KUBE__<FIELD>."""
+
+    context: str | None = Field(default=None, description="kubeconfig context; unset: current "
+                                "context, or the in-cluster service account")
+    namespace: str = Field(default="motioncontrol", min_length=1, max_length=63)
+    release: str = Field(default="motioncontrol", min_length=1, max_length=53,
+                         description="Helm release of the serving chart")
+    image: str = Field(default="ghcr.io/motioncontrol/motioncontrol:0.1.0",
+                       description="the platform image the training pods run")
+    s3_secret: str = Field(default="motioncontrol-s3", description="Secret with "
+                           "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the pods")
+    values_file: Path | None = Field(default=None, description="extra values of the serving "
+                                     "chart for its first install (later: the release's own)")
+    training_queue: str = Field(default="training", description="Kueue LocalQueue of the "
+                                "training jobs")
+    nodes: int = Field(default=2, ge=1, le=256, description="training nodes (pods)")
+    gpus_per_node: int = Field(default=8, ge=1, le=16)
+    job_timeout_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    poll_s: float = Field(default=10.0, gt=0)
+    prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090")
+    probe_url: str | None = Field(default=None, description="Triton HTTP URL of the canary for "
+                                  "the probe; unset: its in-cluster Service")
+    canary_weights: tuple[int, ...] = Field(default=(10, 50, 100), min_length=1,
+                                            description="canary traffic %, step by step")
+    step_wait_s: float = Field(default=300.0, ge=0, description="soak time before each analysis")
+    analysis_window: str = Field(default="5m", pattern=r"^[0-9]+[smh]$",
+                                 description="PromQL range of each analysis")
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_latency_ms: float = Field(default=30000.0, gt=0)
+    min_requests: int = Field(default=20, ge=0, description="fewer in the window: no verdict, "
+                              "roll back")
+
+    @field_validator("canary_weights", mode="after")
+    @classmethod
+    def _weights_rise_to_100(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 0 < w <= 100 for w in v) or list(v) != sorted(set(v)) or v[-1] != 100:
+            raise ValueError("give rising percentages in 1..100 that end at 100, e.g. [10,50,100]")
+        return v
 
 
 class ServeSettings(BaseModel):
@@ -183,6 +251,9 @@ class Settings(BaseSettings):
     curation: CurationThresholds = CurationThresholds()
     curate: CurateSettings = CurateSettings()
     train: TrainSettings = TrainSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()  # MC_EVALUATE__*: the benchmark set
+    promote: PromoteSettings = PromoteSettings()  # MC_PROMOTE__*: promotion gates
+    kube: KubernetesSettings = KubernetesSettings()  # MC_KUBE__*: cluster, canary, training job
 
     # --- serving ------------------------------------------------------------------------
     triton_host: str = "127.0.0.1"

@@ -21,10 +21,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from flows.bundle import weights_key
 from flows.datasets import load_manifest
 from flows.errors import MotionControlError
-from flows.launch import run_worker
+from flows.launch import launcher_for
 from flows.settings import TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
-from flows.tracking import _mlflow, register_version, start_run
+from flows.tracking import _mlflow, ensure_experiment, register_version, start_run
 from flows.train_config import STAGES, TRAIN_PRESETS, TrainConfig, TrainPlan
 
 RESUME_TAG = "mc.resume_key"
@@ -89,9 +89,10 @@ def resume_key(plan: TrainPlan) -> str:
     return hashlib.sha256(dataclasses.replace(plan, run_id="").to_json().encode()).hexdigest()[:16]
 
 
-def find_run(settings: Settings, key: str):
+def find_run(settings: Settings, key: str, experiment: str = "teacher"):
     mlflow = _mlflow(settings)
-    runs = mlflow.search_runs(experiment_names=["teacher"], output_format="list",
+    ensure_experiment(settings, experiment)
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list",
                               filter_string=f"tags.`{RESUME_TAG}` = '{key}'",
                               order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
@@ -106,58 +107,73 @@ def run_training(settings: Settings, stage: int, force: bool = False) -> TrainRe
 def train_flow(stage: int, force: bool = False, plan_json: str | None = None) -> TrainResult:
     settings = get_settings()
     plan = TrainPlan.from_json(plan_json) if plan_json else plan_stage(settings, stage)
+    return execute_plan(settings, plan, experiment="teacher", run_name=f"stage{stage}",
+                        model_name=TEACHER_MODEL, title=f"stage {stage} ({STAGES[stage]})",
+                        version_tags={"stage": str(stage),
+                                      "component": "vae" if stage == 0 else "dit"},
+                        force=force)
+
+
+def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_name: str,
+                 model_name: str, title: str, version_tags: dict[str, str],
+                 force: bool = False) -> TrainResult:
+    """Run one plan to its registered version: reuse a finished run with the same inputs,
+    resume a killed one from its last checkpoint, else start a run in `experiment`; launch
+    the worker under a progress bar; register the weights as a version of `model_name`
+    (tags: dataset digest, weights, VAE, run id, + `version_tags`)."""
     key = resume_key(plan)
-    previous = None if force else find_run(settings, key)
+    previous = None if force else find_run(settings, key, experiment)
     if previous is not None and previous.data.tags.get(DONE_TAG) == "true":
         tags = previous.data.tags
-        print(f"stage {stage} already trained on these inputs: run {previous.info.run_id}, "
-              f"version {tags['mc.version']} (reused)")
-        return TrainResult(stage, previous.info.run_id, int(tags["mc.version"]),
+        print(f"{title} already trained on these inputs: run {previous.info.run_id}, "
+              f"{model_name} version {tags['mc.version']} (reused)")
+        return TrainResult(plan.stage, previous.info.run_id, int(tags["mc.version"]),
                            tags["mc.weights"], True)
     if previous is not None:
         plan.run_id = previous.info.run_id
-        print(f"resuming stage {stage} run {plan.run_id} from its last checkpoint")
+        print(f"resuming {title}, run {plan.run_id}, from its last checkpoint")
     else:
-        with start_run(settings, "teacher", run_name=f"stage{stage}",
+        with start_run(settings, experiment, run_name=run_name,
                        dataset_digest=plan.dataset_digest,
-                       tags={RESUME_TAG: key, "mc.stage": str(stage)},
-                       params={"stage": stage, "steps": plan.steps, "lr": plan.lr,
-                               "batch_size": plan.batch_size,
+                       tags={RESUME_TAG: key, "mc.stage": str(plan.stage), "mc.task": plan.task},
+                       params={"stage": plan.stage, "task": plan.task, "steps": plan.steps,
+                               "lr": plan.lr, "batch_size": plan.batch_size,
                                "model_preset": plan.config.model_preset,
                                "resolution": plan.config.resolution,
                                "parent_weights": plan.parent_weights or "",
+                               "teacher_weights": plan.teacher_weights or "",
                                "vae_weights": plan.vae_weights or ""}) as run:
             plan.run_id = run.info.run_id
 
     plan_path = settings.home / "tmp" / "train" / f"{plan.run_id}.json"
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(plan.to_json())
-    done = _run_with_progress(settings, plan, str(plan_path))
+    done = _run_with_progress(settings, plan, str(plan_path), run_name)
 
     weights = weights_key(plan.run_id)
     version = register_version(
-        settings, done["model_uri"], TEACHER_MODEL,
-        tags={"stage": str(stage), "dataset_digest": plan.dataset_digest, "weights": weights,
-              "component": "vae" if stage == 0 else "dit", "run_id": plan.run_id,
+        settings, done["model_uri"], model_name,
+        tags={"dataset_digest": plan.dataset_digest, "weights": weights,
+              "run_id": plan.run_id, **version_tags,
               **({"vae_weights": plan.vae_weights} if plan.vae_weights else {})})
     client = _mlflow(settings).MlflowClient()
     for tag, value in ((DONE_TAG, "true"), ("mc.version", str(version)),
                        ("mc.weights", weights)):
         client.set_tag(plan.run_id, tag, value)
-    print(f"stage {stage} ({STAGES[stage]}): registered {TEACHER_MODEL} version {version}")
-    return TrainResult(stage, plan.run_id, version, weights, False)
+    print(f"{title}: registered {model_name} version {version}")
+    return TrainResult(plan.stage, plan.run_id, version, weights, False)
 
 
-def _run_with_progress(settings: Settings, plan: TrainPlan, plan_path: str) -> dict:
+def _run_with_progress(settings: Settings, plan: TrainPlan, plan_path: str, label: str) -> dict:
     """Run the worker under a progress bar; returns its final ("done") event."""
     final: dict = {}
-    columns = (TextColumn("[bold]stage {task.fields[stage]}"), BarColumn(),
+    columns = (TextColumn("[bold]{task.fields[label]}"), BarColumn(),
                TextColumn("{task.completed}/{task.total} steps"),
                TextColumn("loss {task.fields[loss]:.4f}"),
                TextColumn("{task.fields[rate]:.2f} samples/s"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
-        bar = progress.add_task("train", total=plan.steps, stage=plan.stage, loss=float("nan"),
+        bar = progress.add_task("train", total=plan.steps, label=label, loss=float("nan"),
                                 rate=0.0)
 
         def on_event(event: dict) -> None:
@@ -170,9 +186,8 @@ def _run_with_progress(settings: Settings, plan: TrainPlan, plan_path: str) -> d
             elif event.get("event") == "done":
                 final.update(event)
 
-        run_worker("flows.train_worker", [plan_path], nproc=settings.train.nproc,
-                   log_path=settings.home / "tmp" / "train" / f"{plan.run_id}.log",
-                   on_event=on_event)
+        launcher_for(settings)(settings, plan.to_json(), plan_path,
+                               settings.home / "tmp" / "train" / f"{plan.run_id}.log", on_event)
     if "model_uri" not in final:
         raise MotionControlError("the training worker ended without registering its model; "
                                  "see its log above")

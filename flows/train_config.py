@@ -7,6 +7,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+TASKS = {
+    "teacher": "a teacher stage (flows/train.py)",
+    "distill_guidance": "distillation A: guidance merged into the student",
+    "distill_steps": "distillation B: a few-step student",
+}
 STAGES = {
     0: "video VAE",
     1: "teacher: body",
@@ -52,13 +57,18 @@ class TrainConfig:
     text_scale: float = 3.0  # sampling guidance
     reference_scale: float = 1.5
     timestep_shift: float = 1.0
+    # Distillation (flows/distill.py): stage A merges guidance, stage B cuts the steps.
+    distill_stages: dict[str, StageConfig] = field(default_factory=lambda: {
+        "guidance": StageConfig(150, 5e-4, 4), "steps": StageConfig(200, 5e-4, 4)})
+    student_steps: int = 4  # NFE of the student
+    teacher_steps: int = 48  # Euler steps of the stage-A model over the student's segments
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     # 2 CPU cores: stages 0-3 in well under 45 minutes on 64² px, 17-frame clips
     "tiny": TrainConfig(
         model_preset="tiny", resolution=64,
-        stages={0: StageConfig(300, 2e-3, 4), 1: StageConfig(300, 1e-3, 4),
+        stages={0: StageConfig(300, 5e-4, 4), 1: StageConfig(300, 1e-3, 4),
                 2: StageConfig(200, 5e-4, 4), 3: StageConfig(300, 5e-4, 4)},
     ),
     "small": TrainConfig(
@@ -66,12 +76,16 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         stages={0: StageConfig(20_000, 2e-4, 8), 1: StageConfig(30_000, 1e-4, 8),
                 2: StageConfig(20_000, 1e-4, 8), 3: StageConfig(30_000, 1e-4, 8)},
         val_every=500, sample_every=2000, checkpoint_every=1000, log_every=20, id_every=100,
+        distill_stages={"guidance": StageConfig(5_000, 5e-5, 8),
+                        "steps": StageConfig(10_000, 5e-5, 8)},
     ),
     "base": TrainConfig(
         model_preset="base", resolution=512, zero_stage=2, bf16=True,
         stages={0: StageConfig(0, 0.0, 1), 1: StageConfig(50_000, 5e-5, 32),
                 2: StageConfig(30_000, 5e-5, 32), 3: StageConfig(50_000, 5e-5, 32)},
         val_every=1000, sample_every=5000, checkpoint_every=1000, log_every=50, id_every=200,
+        distill_stages={"guidance": StageConfig(10_000, 2e-5, 32),
+                        "steps": StageConfig(20_000, 2e-5, 32)},
     ),
 }
 
@@ -90,6 +104,8 @@ class TrainPlan:
     batch_size: int
     parent_weights: str | None = None  # object-store key of the previous stage's weights
     vae_weights: str | None = None  # object-store key of the stage-0 VAE (stages >= 1)
+    task: str = "teacher"  # or "distill_guidance", "distill_steps" (TASKS)
+    teacher_weights: str | None = None  # distillation: the frozen model to imitate
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -101,4 +117,5 @@ class TrainPlan:
         data = json.loads(text)
         cfg = data.pop("config")
         cfg["stages"] = {int(k): StageConfig(**v) for k, v in cfg["stages"].items()}
+        cfg["distill_stages"] = {k: StageConfig(**v) for k, v in cfg["distill_stages"].items()}
         return cls(config=TrainConfig(**cfg), **data)

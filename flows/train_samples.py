@@ -14,14 +14,15 @@ from models.teacher import resize_frames
 
 
 def generate(model, objective, batch: dict, cfg, seed: int = 0) -> np.ndarray:
-    """Frames (B, T, H, W, 3) uint8 sampled with the naive three-branch guidance."""
+    """Frames (B, T, H, W, 3) uint8: a teacher samples with the naive three-branch guidance,
+    a student as its objective says (`sampling`: its steps, one branch)."""
     x0, cond, _ = objective.prepare(batch, "cpu")
     sampler = FlowMatchSampler(shift=cfg.timestep_shift)
-    guidance = GuidanceConfig(text_scale=cfg.text_scale, reference_scale=cfg.reference_scale,
-                              prune=False)
+    steps, guidance = getattr(objective, "sampling", None) or (cfg.sample_steps, GuidanceConfig(
+        text_scale=cfg.text_scale, reference_scale=cfg.reference_scale, prune=False))
     model.eval()
     with torch.no_grad():
-        latents = sampler.sample(model, cond, x0.shape, steps=cfg.sample_steps,
+        latents = sampler.sample(model, cond, x0.shape, steps=steps,
                                  guidance=guidance,
                                  generator=torch.Generator().manual_seed(seed))
         video = objective.vae.decode_latents(latents)

@@ -25,7 +25,13 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from flows.bundle import read_weights, save_weights, weights_key
+from flows.bundle import (
+    build_dit_from_meta,
+    build_vae_from_meta,
+    read_weights,
+    save_weights,
+    weights_key,
+)
 from flows.checkpoints import download_checkpoint, latest_checkpoint, step_tag, upload_checkpoint
 from flows.datasets import load_manifest, shard_dataset
 from flows.launch import emit
@@ -37,16 +43,17 @@ from models.data.dataset import ConditionDropout
 # --- models ---------------------------------------------------------------------------------
 
 
-def build_vae(preset: str):
-    from models.vae import VideoVAE
-
-    return VideoVAE(preset)
-
-
-def build_dit(preset: str, stage: int):
-    from models.dit import DIT_PRESETS, MotionDiT
-
-    return MotionDiT(DIT_PRESETS[preset], stage=stage)
+def dit_meta(plan: TrainPlan) -> dict:
+    """How to rebuild this run's DiT (the weights' meta; flows/bundle.py reads it)."""
+    cfg = plan.config
+    meta = {"kind": "teacher", "stage": plan.stage, "preset": cfg.model_preset,
+            "resolution": cfg.resolution}
+    if plan.task != "teacher":
+        meta |= {"kind": "student", "distill_stage": plan.task,
+                 "dit_overrides": {"guidance_embed": True},
+                 "sampler_steps": cfg.student_steps if plan.task == "distill_steps"
+                 else cfg.sample_steps}
+    return meta
 
 
 def load_weights(store: ObjectStore, key: str, module: torch.nn.Module,
@@ -100,6 +107,44 @@ def deepspeed_config(plan: TrainPlan) -> dict:
     }
 
 
+# --- models and objectives ------------------------------------------------------------------
+
+
+def build_dit_and_objective(plan: TrainPlan, store: ObjectStore):
+    """The DiT to train and its objective: a teacher stage (flow matching from the previous
+    stage) or a distillation stage (a student imitating a frozen model)."""
+    from models.teacher import TeacherObjective
+    from models.text import TextEncoder
+
+    cfg = plan.config
+    vae = build_vae_from_meta({"preset": cfg.model_preset})
+    load_weights(store, plan.vae_weights, vae)
+    teacher_objective = TeacherObjective(
+        vae, TextEncoder(), cfg.resolution, region_alpha=cfg.region_alpha,
+        id_weight=cfg.id_weight, timestep_shift=cfg.timestep_shift)
+    model = build_dit_from_meta(dit_meta(plan))
+    if plan.parent_weights:  # the previous stage or the teacher: new parts start at zero
+        load_weights(store, plan.parent_weights, model, strict=False)
+    if plan.task == "teacher":
+        return model, teacher_objective
+
+    from models.distill import BatchDistillation, GuidanceDistillation, StepDistillation
+    from models.sampling import GuidanceConfig
+
+    frozen = build_dit_from_meta(read_weights(store, plan.teacher_weights)["meta"])
+    load_weights(store, plan.teacher_weights, frozen)
+    if plan.task == "distill_guidance":
+        loss = GuidanceDistillation(frozen, shift=cfg.timestep_shift)
+        steps = cfg.sample_steps
+    else:
+        loss = StepDistillation(frozen, student_steps=cfg.student_steps,
+                                teacher_steps=cfg.teacher_steps, shift=cfg.timestep_shift)
+        steps = cfg.student_steps
+    # samples of a student: its own steps, one branch (the guidance is in the model)
+    return model, BatchDistillation(teacher_objective, loss, steps,
+                                    GuidanceConfig(text_scale=1.0, reference_scale=1.0))
+
+
 # --- the loop -------------------------------------------------------------------------------
 
 
@@ -118,11 +163,12 @@ def main(plan_path: str) -> None:
     manifest = load_manifest(store, plan.dataset, plan.dataset_digest)
     device = torch.device("cpu")  # deepspeed's accelerator decides on GPUs; tiny runs on CPU
 
+    teaching = plan.task == "teacher" and plan.stage >= 1  # condition dropout, static clips
     train_data = shard_dataset(
         settings, manifest, "train", seed=plan.seed,
         cross_identity=cfg.cross_identity if plan.stage >= 3 else 0.0,
-        static_prob=cfg.static_prob if plan.stage >= 1 else 0.0,
-        dropout=ConditionDropout() if plan.stage >= 1 else None)
+        static_prob=cfg.static_prob if teaching else 0.0,
+        dropout=ConditionDropout() if teaching else None)
     val_data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
                              cross_identity=1.0 if plan.stage >= 3 else 0.0, dropout=None)
     val = [b for _, b in zip(range(cfg.val_batches),
@@ -131,20 +177,10 @@ def main(plan_path: str) -> None:
     if plan.stage == 0:
         from models.teacher import vae_loss
 
-        model = build_vae(cfg.model_preset)
+        model = build_vae_from_meta({"preset": cfg.model_preset})
         objective = None
     else:
-        from models.teacher import TeacherObjective
-        from models.text import TextEncoder
-
-        vae = build_vae(cfg.model_preset)
-        load_weights(store, plan.vae_weights, vae)
-        model = build_dit(cfg.model_preset, plan.stage)
-        if plan.parent_weights:  # the previous stage; new condition paths start at zero
-            load_weights(store, plan.parent_weights, model, strict=False)
-        objective = TeacherObjective(vae, TextEncoder(), cfg.resolution,
-                                     region_alpha=cfg.region_alpha, id_weight=cfg.id_weight,
-                                     timestep_shift=cfg.timestep_shift)
+        model, objective = build_dit_and_objective(plan, store)
 
     # The EMA copy is taken before DeepSpeed wraps the model, so it stays a plain module
     # (picklable for the registry, no hooks into the process group).
@@ -177,7 +213,7 @@ def main(plan_path: str) -> None:
                 shape = (b, *objective.vae.latent_shape(frames, cfg.resolution, cfg.resolution))
                 noise = torch.randn(shape, generator=g)
                 losses.append(float(loss_of(module, batch, fixed_t=t, noise=noise)
-                                    ["flow_matching"]))
+                                    ["total"]))
         module.train()
         return float(np.mean(losses)) if losses else float("nan")
 
@@ -191,7 +227,7 @@ def main(plan_path: str) -> None:
     started, seen = time.perf_counter(), 0
     for step in range(start, plan.steps):
         batch = next(data)
-        with_id = plan.stage >= 1 and cfg.id_every and (step + 1) % cfg.id_every == 0
+        with_id = teaching and cfg.id_every and (step + 1) % cfg.id_every == 0
         losses = loss_of(engine, batch, generator=generator, **({"with_id": True}
                                                                  if with_id else {}))
         engine.backward(losses["total"])
@@ -224,10 +260,10 @@ def main(plan_path: str) -> None:
 
                 final.fit_latent_stats([final.encode(to_pixels(b["frames"], cfg.resolution))
                                         .mode() for b in val])
+        meta = {"kind": "vae", "preset": cfg.model_preset, "resolution": cfg.resolution} \
+            if plan.stage == 0 else dit_meta(plan)
         save_weights(store, weights_key(plan.run_id), final,
-                     {"kind": "vae" if plan.stage == 0 else "teacher", "stage": plan.stage,
-                      "preset": cfg.model_preset, "resolution": cfg.resolution,
-                      "frames": manifest["clip_spec"]["frames"],
+                     {**meta, "frames": manifest["clip_spec"]["frames"],
                       "dataset_digest": plan.dataset_digest})
         import mlflow
 

@@ -53,6 +53,7 @@ class Conditions:
     camera: Tensor  # (B, T, 3) pan_x, pan_y, zoom
     anchor_latents: Tensor | None = None  # (B, C, T', h, w): given latent frames
     anchor_mask: Tensor | None = None  # (B, T') bool, which latent frames are given
+    guidance: Tensor | None = None  # (B, 2) text and reference guidance scales (a student's)
 
     @property
     def batch_size(self) -> int:
@@ -81,6 +82,14 @@ class Conditions:
                                f"got {tuple(latents.shape)} and {tuple(mask.shape)}")
         return dataclasses.replace(self, anchor_latents=latents,
                                    anchor_mask=mask.to(latents.device, torch.bool))
+
+    def with_guidance(self, text_scale: float | Tensor, reference_scale: float | Tensor
+                      ) -> Conditions:
+        """The guidance scales a distilled student should reproduce, per sample."""
+        b, device = self.batch_size, self.reference_latents.device
+        scales = [torch.as_tensor(s, dtype=torch.float32, device=device).expand(b)
+                  for s in (text_scale, reference_scale)]
+        return dataclasses.replace(self, guidance=torch.stack(scales, 1))
 
 
 # --------------------------------------------------------------------------- identity

@@ -75,6 +75,10 @@ class DiTConfig:
     time_scale: float = 1000.0  # t in [0, 1] -> Wan's timestep in [0, 1000]
     intensity_scale: float = 100.0  # motion intensity (~0.002-0.02) -> sinusoid argument
     reference_time: float = -1.0  # RoPE time of the reference frame; library frames go on down
+    # A distilled student takes its guidance scales (text, reference) as an input embedding
+    # added to the timestep's, so one evaluation gives the teacher's guided velocity.
+    guidance_embed: bool = False
+    default_guidance: tuple[float, float] = (3.0, 1.5)  # used when cond.guidance is None
 
     def __post_init__(self):
         if self.dim % self.heads or (self.dim // self.heads) % 2 or self.dim // self.heads < 6:
@@ -112,7 +116,7 @@ class DiTConfig:
 
 DIT_PRESETS: dict[str, DiTConfig] = {
     # CPU: 64² px x 17 frames -> latents 5x8x8 (spatial_factor=4: 5x16x16).
-    "tiny": DiTConfig("tiny", latent_channels=4, patch_size=(1, 2, 2), dim=128, depth=4,
+    "tiny": DiTConfig("tiny", latent_channels=16, patch_size=(1, 2, 2), dim=128, depth=4,
                       heads=4, ffn_dim=512, face_every=2),
     # One GPU.
     "small": DiTConfig("small", latent_channels=16, patch_size=(1, 2, 2), dim=512, depth=12,
@@ -437,6 +441,7 @@ class MotionDiT(nn.Module):
         self.face_adapters = nn.ModuleList(FaceAdapter(c) for _ in range(c.depth // c.face_every))
         self.hands_encoder = PoseEncoder(c)
         self.null_hands = nn.Parameter(torch.zeros(d))
+        self.guidance_embedder = MLP(2 * c.freq_dim, d, d) if c.guidance_embed else None
 
         self.gradient_checkpointing = False
         self._init_weights()
@@ -461,6 +466,8 @@ class MotionDiT(nn.Module):
         for block in self.blocks:
             zero_outputs += [block.attn2.to_out, block.attn2.add_v_proj, block.attn2.motion_v_proj]
         zero_outputs += [adapter.to_out for adapter in self.face_adapters]
+        if self.guidance_embedder is not None:  # a student starts as its teacher
+            zero_outputs.append(self.guidance_embedder.linear_2)
         for m in zero_outputs:
             zero_(m)
 
@@ -611,6 +618,16 @@ class MotionDiT(nn.Module):
         return CrossContext(self.text_embedder(text), key_mask(mask),
                             self.identity(cond, drop["reference"]), motion)
 
+    def _guidance_features(self, cond: Conditions, b: int, device) -> Tensor:
+        c = self.config
+        scales = cond.guidance if cond.guidance is not None else \
+            torch.tensor(c.default_guidance, device=device).expand(b, 2)
+        if scales.shape != (b, 2):
+            raise InvalidInput(f"cond.guidance must be ({b}, 2) scales, got {tuple(scales.shape)}")
+        # scales ~1-5 -> the timestep's sinusoid range (time_scale maps [0, 1] to [0, 1000])
+        feats = sinusoidal(scales.flatten() * 100.0, c.freq_dim).view(b, -1)
+        return feats.to(self.patch_embedding.weight.dtype)
+
     def forward(self, x: Tensor, t: Tensor, cond: Conditions,
                 drop: dict[str, Tensor] | None = None) -> Tensor:
         """Predicted flow-matching velocity (B, C, T, H, W) for noisy latents x at times t
@@ -635,6 +652,8 @@ class MotionDiT(nn.Module):
         mask = key_mask(torch.cat([ref_keep.new_ones(b, n_video), ref_keep], 1))
 
         temb = self.time_embedder(sinusoidal(t * c.time_scale, c.freq_dim).to(dtype))
+        if self.guidance_embedder is not None:
+            temb = temb + self.guidance_embedder(self._guidance_features(cond, b, x.device))
         mod = self.time_proj(F.silu(temb)).unflatten(1, (6, -1))
         ctx = self._cross_context(cond, drop)
         face = None

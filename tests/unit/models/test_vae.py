@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.errors import InvalidInput
 from models.vae import (
@@ -67,7 +68,7 @@ def test_tiny_shapes_for_images_and_videos(tiny, t):
     with torch.no_grad():
         posterior = tiny.encode(x)
         z = posterior.sample()
-        assert z.shape == (2, 4, 1 + (t - 1) // 4, 4, 4) == (2, *tiny.latent_shape(t, 32, 32))
+        assert z.shape == (2, 16, 1 + (t - 1) // 4, 4, 4) == (2, *tiny.latent_shape(t, 32, 32))
         assert tiny.decode(z).shape == x.shape
         recon, post = tiny(x)  # eval mode: decodes the mean
         torch.testing.assert_close(recon, tiny.decode(posterior.mean))
@@ -103,7 +104,7 @@ def test_encoder_is_causal_and_images_encode_like_first_frames(config):
 
 
 def test_decoder_is_causal(tiny):
-    z = torch.randn(1, 4, 3, 4, 4)
+    z = torch.randn(1, 16, 3, 4, 4)
     with torch.no_grad():
         out = tiny.decode(z)
         z[:, :, 2] += 1.0
@@ -119,8 +120,16 @@ def test_decoder_is_causal(tiny):
 def test_gradient_reaches_every_parameter(config):
     model = vae(config).train()
     x = video(b=2, t=5, hw=16 if config is MICRO else 32)
-    recon, posterior = model(x, generator=torch.Generator().manual_seed(0))
-    model.loss(x, recon, posterior, kl_weight=1e-2)["total"].backward()
+
+    def backward():
+        model.zero_grad()
+        recon, posterior = model(x, generator=torch.Generator().manual_seed(0))
+        model.loss(x, recon, posterior, kl_weight=1e-2)["total"].backward()
+
+    backward()
+    if model.config.shortcut:  # zero-initialised heads pass no gradient before one step
+        torch.optim.SGD(model.parameters(), lr=1e-2).step()
+        backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing
 
@@ -165,12 +174,13 @@ def test_diagonal_gaussian():
 
 def test_fit_latent_stats_gives_unit_variance_and_travels_with_the_state_dict():
     model = vae("tiny")
-    mean, std = torch.tensor([1.0, -2.0, 0.5, 0.0]), torch.tensor([3.0, 0.5, 1.0, 2.0])
-    z = torch.randn(8, 4, 3, 4, 4) * std.view(1, -1, 1, 1, 1) + mean.view(1, -1, 1, 1, 1)
+    mean = torch.tensor([1.0, -2.0, 0.5, 0.0]).repeat(4)
+    std = torch.tensor([3.0, 0.5, 1.0, 2.0]).repeat(4)
+    z = torch.randn(8, 16, 3, 4, 4) * std.view(1, -1, 1, 1, 1) + mean.view(1, -1, 1, 1, 1)
     model.fit_latent_stats([z[:4], z[4:]])
     n = model.normalize_latents(z)
-    torch.testing.assert_close(n.mean(dim=(0, 2, 3, 4)), torch.zeros(4), atol=1e-5, rtol=0)
-    torch.testing.assert_close(n.std(dim=(0, 2, 3, 4)), torch.ones(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(n.mean(dim=(0, 2, 3, 4)), torch.zeros(16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(n.std(dim=(0, 2, 3, 4)), torch.ones(16), atol=1e-5, rtol=0)
     torch.testing.assert_close(model.denormalize_latents(n), z)
 
     fresh = vae("tiny")
@@ -241,11 +251,26 @@ def test_bad_videos_are_refused_with_a_fix(tiny, x, match):
 
 
 def test_bad_latents_and_configs_are_refused(tiny):
-    with pytest.raises(InvalidInput, match="latents \\(B, 4"):
+    with pytest.raises(InvalidInput, match="latents \\(B, 16"):
         tiny.decode(torch.randn(1, 8, 2, 4, 4))
     with pytest.raises(InvalidInput, match="one flag per downsampling step"):
         dataclasses.replace(MICRO, temporal_down=(True,))
     with pytest.raises(InvalidInput, match="norm_groups"):
         dataclasses.replace(MICRO, base_channels=6)
-    with pytest.raises(InvalidInput, match="latents \\(B, 4"):
+    with pytest.raises(InvalidInput, match="latents \\(B, 16"):
         tiny.fit_latent_stats(torch.randn(2, 3, 1, 4, 4))
+    with pytest.raises(InvalidInput, match="shortcut needs latent_channels >= 12"):
+        dataclasses.replace(MICRO, shortcut=True)
+
+
+def test_the_residual_shortcut_starts_as_an_exact_thumbnail():
+    model = vae("tiny").eval()
+    # a still video whose pixels are constant on every 4x4 sub-block of each 8x8 latent cell
+    # is exactly what the parameter-free path carries: at init it comes back unchanged
+    coarse = torch.rand(1, 3, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    x = F.interpolate(coarse, scale_factor=(1, 4, 4), mode="nearest").expand(-1, -1, 9, -1, -1)
+    with torch.no_grad():
+        recon, _ = model(x)
+        plain_recon, _ = vae(dataclasses.replace(VAE_PRESETS["tiny"], shortcut=False))(x)
+    torch.testing.assert_close(recon, x)
+    assert (plain_recon - x).abs().mean() > 0.3

@@ -1,0 +1,308 @@
+"""Prefect flow `evaluate` (`make evaluate`, `motionctl evaluate`): registered models and the
+baselines on one held-out benchmark set, every metric of DESIGN.md section 4 logged to the
+MLflow experiment `evaluation` (one run per model version), with a comparison table, a plot
+and sample videos. The metrics land on the model versions too (tags `eval.<metric>`), which
+is what the promotion gates read.
+
+The benchmark set (never trained on):
+  - held-out synthetic cross-identity pairs (the dataset's eval split: characters and motion
+    groups kept out of training) with the ground-truth render of the reference character
+    performing the motion;
+  - real footage and photos: a real portrait or photo as the reference and a crop of real
+    pedestrian footage as the driver (no ground truth: pose, identity and motion metrics).
+Baselines: the static reference (no motion) and a thin-plate-spline warp of the reference to
+the driving keypoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from prefect import flow
+
+from flows.bundle import load_bundle, newest_version
+from flows.datasets import load_manifest, shard_dataset
+from flows.errors import MotionControlError
+from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
+from flows.store import open_store
+from flows.tracking import _mlflow, start_run, ui_link
+
+# Metric directions, for tables and gates: True = higher is better.
+HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False, "pose_pck": True,
+                    "hand_pck": True, "face_nme": False, "id_similarity": True,
+                    "motion_smoothness": True, "dynamic_degree": True, "text_alignment": True,
+                    "latency_s": False, "nfe": False}
+EVAL_TAG = "eval.{metric}"
+
+
+@dataclass
+class BenchItem:
+    name: str
+    reference: np.ndarray  # (H, W, 3) uint8 RGB
+    driving: np.ndarray  # (T, H, W, 3) uint8 RGB
+    prompt: str
+    truth: np.ndarray | None = None  # (T, size, size, 3): the ground-truth render
+    driving_keypoints: np.ndarray | None = None  # known driver keypoints (synthetic)
+
+
+def benchmark_set(settings: Settings, digest: str | None, frames: int) -> list[BenchItem]:
+    """Held-out synthetic pairs with ground truth, then real photo x real footage clips."""
+    from torch.utils.data import DataLoader
+
+    from models.assets import sample_data
+    from models.video import read_image, read_video
+
+    manifest = load_manifest(open_store(settings), settings.curate.dataset, digest)
+    data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
+                         cross_identity=1.0, dropout=None)
+    items = []
+    for i, batch in zip(range(settings.evaluate.pairs), DataLoader(data, batch_size=None),
+                        strict=False):
+        items.append(BenchItem(f"synthetic-{i}", np.asarray(batch["reference"]),
+                               np.asarray(batch["driver_frames"]), str(batch["caption"]),
+                               truth=np.asarray(batch["frames"]),
+                               driving_keypoints=np.asarray(batch["driver_keypoints"])))
+    if len(items) < settings.evaluate.pairs:
+        raise MotionControlError(f"the dataset's eval split has {len(items)} clips, fewer than "
+                                 f"MC_EVALUATE__PAIRS={settings.evaluate.pairs}: lower it or "
+                                 "curate more held-out characters")
+    photos = [("astronaut", None), ("basketball1", "opencv-doc/basketball1.png")]
+    footage = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=frames * 2).frames
+    for name, path in photos[:settings.evaluate.real_clips]:
+        if path is None:
+            from skimage.data import astronaut
+
+            photo = astronaut()
+        else:
+            photo = read_image(sample_data(path))
+        # a pedestrian walking towards the camera, cropped around them (frames 0..T at 2x)
+        driving = footage[::2][:frames, 150:470, 0:320]
+        items.append(BenchItem(f"real-{name}-vtest", photo, driving, "a person walking"))
+    return items
+
+
+def set_key(items: list[BenchItem], extra: dict) -> str:
+    """Same benchmark inputs and settings, same key: a version evaluated on it is reused."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for item in items:
+        for array in (item.reference, item.driving, item.truth):
+            if array is not None:
+                h.update(np.ascontiguousarray(array).tobytes()[:1 << 16])
+    return h.hexdigest()[:16]
+
+
+def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
+                     lpips_weights: Path | None = None) -> dict:
+    """Run `generate(item) -> (frames, target_keypoints, latency_s, nfe)` on every item and
+    score it: per-item rows, the aggregate, the frames, and why a metric was skipped."""
+    from models.metrics import aggregate, evaluate_clip, fvd_or_reason, lpips_or_reason
+    from models.pipeline import square
+    from models.teacher import resize_frames
+
+    rows, samples, skipped, pairs = [], {}, {}, []
+    for item in items:
+        frames, target, latency, nfe = generate(item)
+        truth = resize_frames(item.truth[None], size)[0] if item.truth is not None else None
+        row = evaluate_clip(frames, truth, reference=square(item.reference, size),
+                            target_keypoints=target, prompt=item.prompt, extractor=extractor)
+        if truth is not None:
+            value, reason = lpips_or_reason(frames, truth, lpips_weights)
+            if value is None:
+                skipped["lpips"] = reason
+            else:
+                row["lpips"] = value
+            pairs.append((frames, truth))
+        rows.append({**row, "latency_s": latency, "nfe": float(nfe)})
+        samples[item.name] = frames
+    metrics = aggregate(rows)
+    if pairs:  # a distance between sets of clips, not a per-clip score
+        fvd, reason = fvd_or_reason([g for g, _ in pairs], [t for _, t in pairs])
+        if fvd is None:
+            skipped["fvd"] = reason
+        else:
+            metrics["fvd"] = fvd
+    return {"rows": rows, "metrics": metrics, "samples": samples, "skipped": skipped}
+
+
+def model_generator(bundle, settings: Settings, text, targets: dict):
+    """generate(item) for a registered model: the end-to-end pipeline, timed. The retargeted
+    driving keypoints it conditions on are kept in `targets` for the baselines."""
+    guidance = bundle.guidance()
+    steps = bundle.steps
+    if bundle.kind == "teacher":  # the teacher as the platform runs it: dual-branch CFG
+        guidance, steps = replace(guidance, dual=True), settings.evaluate.teacher_steps
+    pipe = bundle.pipeline(text=text, steps=steps, guidance=guidance)
+
+    def generate(item: BenchItem):
+        start = time.perf_counter()
+        out = pipe(item.reference, item.driving, item.prompt, seed=0,
+                   driving_keypoints=item.driving_keypoints)
+        targets[item.name] = out.driving_keypoints
+        return out.frames, out.driving_keypoints, time.perf_counter() - start, out.nfe
+
+    return generate
+
+
+def baseline_generators(size: int, frames: int, targets: dict, extractor):
+    """generate(item) for the static-reference and thin-plate-spline baselines, on the same
+    retargeted driving keypoints as the models."""
+    from models.baselines import static_reference, tps_warp
+    from models.pipeline import square_keypoints
+
+    def static(item: BenchItem):
+        start = time.perf_counter()
+        out = static_reference(item.reference, frames, size)
+        return out, targets[item.name], time.perf_counter() - start, 0
+
+    def warp(item: BenchItem):
+        start = time.perf_counter()
+        h, w = item.reference.shape[:2]
+        ref_kps = square_keypoints(extractor.extract_image(item.reference), h, w)
+        out = tps_warp(item.reference, ref_kps, targets[item.name], size)
+        return out, targets[item.name], time.perf_counter() - start, 0
+
+    return {"baseline-static": static, "baseline-tps": warp}
+
+
+def resolve_models(settings: Settings, teacher_version: int | None,
+                   student_version: int | None) -> list[tuple[str, int]]:
+    teacher = teacher_version or newest_version(settings, TEACHER_MODEL, stage="3")
+    student = student_version or newest_version(settings, STUDENT_MODEL, distill_stage="steps")
+    models = [(n, v) for n, v in ((TEACHER_MODEL, teacher), (STUDENT_MODEL, student)) if v]
+    if not models:
+        raise MotionControlError("nothing to evaluate: train a stage-3 teacher (make "
+                                 "train-stage3) and distil a student (make distill) first")
+    return models
+
+
+def run_evaluation(settings: Settings, teacher_version: int | None = None,
+                   student_version: int | None = None, force: bool = False) -> dict:
+    models = resolve_models(settings, teacher_version, student_version)
+    return evaluate_flow(models=[list(m) for m in models], force=force)
+
+
+@flow(name="evaluate")
+def evaluate_flow(models: list[list], force: bool = False) -> dict:
+    settings = get_settings()
+    from models.motion import HolisticExtractor
+    from models.text import TextEncoder
+
+    bundles = [load_bundle(settings, name, version=int(version)) for name, version in models]
+    size, frames = bundles[0].resolution, bundles[0].frames
+    items = benchmark_set(settings, bundles[0].tags.get("dataset_digest"), frames)
+    key = set_key(items, {"evaluate": settings.evaluate.model_dump(), "size": size})
+    client = _mlflow(settings).MlflowClient()
+    text = TextEncoder()
+    results: dict[str, dict] = {}
+    lpips = settings.evaluate.lpips_weights
+    targets: dict[str, np.ndarray] = {}
+    with HolisticExtractor() as extractor:
+        for bundle in bundles:
+            label = f"{bundle.name}@v{bundle.version}"
+            generate = model_generator(bundle, settings, text, targets)
+            if not force and bundle.tags.get("eval.set_key") == key and targets:
+                print(f"{label}: already evaluated on this benchmark set (reused)")
+                results[label] = {"reused": True, "metrics": {
+                    t[5:]: float(v) for t, v in bundle.tags.items()
+                    if t.startswith("eval.") and t[5:] in HIGHER_IS_BETTER}}
+                continue
+            print(f"evaluating {label} on {len(items)} clips")
+            results[label] = evaluate_outputs(items, generate, size, extractor, lpips)
+        for label, generate in baseline_generators(size, frames, targets, extractor).items():
+            results[label] = evaluate_outputs(items, generate, size, extractor, lpips)
+
+    table = comparison_table(results)
+    print_comparison(table)
+    for bundle in bundles:
+        label = f"{bundle.name}@v{bundle.version}"
+        if results[label].get("reused"):
+            continue
+        run_id = log_evaluation(settings, bundle, results, table, items, key)
+        metrics = results[label]["metrics"]
+        for metric, value in metrics.items():
+            if value is not None and np.isfinite(value):
+                client.set_model_version_tag(bundle.name, str(bundle.version),
+                                             EVAL_TAG.format(metric=metric), f"{value:.6g}")
+        client.set_model_version_tag(bundle.name, str(bundle.version), "eval.set_key", key)
+        client.set_model_version_tag(bundle.name, str(bundle.version), "eval.run_id", run_id)
+    return {"set_key": key, "table": table}
+
+
+def comparison_table(results: dict[str, dict]) -> dict[str, dict[str, float | None]]:
+    return {label: dict(r["metrics"]) for label, r in results.items()}
+
+
+def print_comparison(table: dict[str, dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = [k for k in HIGHER_IS_BETTER if any(k in row for row in table.values())]
+    out = Table(title="evaluation: held-out benchmark set (↑ higher is better, ↓ lower)")
+    out.add_column("model")
+    for k in keys:
+        out.add_column(f"{k} {'↑' if HIGHER_IS_BETTER[k] else '↓'}", justify="right")
+    for label, row in table.items():
+        out.add_row(label, *[_fmt(row.get(k)) for k in keys])
+    Console().print(out)
+
+
+def _fmt(value) -> str:
+    return "—" if value is None or not np.isfinite(value) else f"{value:.3g}"
+
+
+def log_evaluation(settings: Settings, bundle, results: dict, table: dict,
+                   items: list[BenchItem], key: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from models.metrics import TEXT_ALIGNMENT_UNAVAILABLE
+    from models.video import encode_mp4
+
+    label = f"{bundle.name}@v{bundle.version}"
+    mine = results[label]
+    with start_run(settings, "evaluation", run_name=label,
+                   dataset_digest=bundle.tags.get("dataset_digest"),
+                   tags={"model_name": bundle.name, "model_version": str(bundle.version),
+                         "eval.set_key": key},
+                   params={"items": len(items), "model_kind": bundle.kind,
+                           "sampler_steps": bundle.steps}) as run:
+        # NaN is logged too (a key per metric, always): it means "undefined on these clips",
+        # e.g. id_similarity when no face is found in any generated frame
+        metrics = {k: float(v) for k, v in mine["metrics"].items() if v is not None}
+        mlflow.log_metrics(metrics)
+        for k, v in metrics.items():
+            if not np.isfinite(v):
+                mlflow.set_tag(f"undefined.{k}", "no clip of the benchmark set defines it "
+                               "(e.g. no face or person found in the generated frames)")
+        skipped = {**mine["skipped"], **({} if "text_alignment" in metrics else
+                                         {"text_alignment": TEXT_ALIGNMENT_UNAVAILABLE})}
+        for k, reason in skipped.items():
+            mlflow.set_tag(f"skipped.{k}", reason[:500])
+        mlflow.log_dict(table, "comparison.json")
+        mlflow.log_dict({"items": [i.name for i in items], "rows": mine["rows"]},
+                        "per_clip.json")
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+        for ax, metric in zip(axes, ("pose_pck", "ssim", "latency_s"), strict=True):
+            labels = list(table)
+            ax.bar(range(len(labels)), [table[m].get(metric) or 0 for m in labels])
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+            ax.set_title(metric)
+        fig.tight_layout()
+        mlflow.log_figure(fig, "comparison.png")
+        plt.close(fig)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, frames in list(mine["samples"].items())[:3]:
+                path = Path(tmp) / f"{name}.mp4"
+                path.write_bytes(encode_mp4(frames, 12))
+                mlflow.log_artifact(str(path), "samples")
+        print(f"MLflow ({label}): {ui_link(settings, run)}")
+        return run.info.run_id

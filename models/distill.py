@@ -1,0 +1,147 @@
+"""Distilling the teacher into a few-step student without classifier-free guidance.
+
+Two stages, each a plain objective over (clean latents, conditions) that flows/train_worker
+optimises like any other:
+
+A. Guidance merge (Meng et al., "On Distillation of Guided Diffusion Models", CVPR 2023):
+   the student, initialised from the teacher plus a zero-initialised guidance-scale
+   embedding, regresses the teacher's three-branch guided velocity at random scales in one
+   evaluation. Afterwards one call replaces three.
+
+B. Few steps, by segment-wise trajectory distillation, the one-phase form of progressive
+   distillation (Salimans & Ho, ICLR 2022) that TRACT (Berthelot et al., 2023) generalised:
+   the sampling interval is cut into `student_steps` segments; for a noised latent at a
+   segment's start the frozen stage-A model integrates the segment with `teacher_steps /
+   student_steps` Euler steps, and the student learns the single straight step that lands
+   on the same point. Rectified-flow trajectories are nearly straight, so one phase
+   suffices (rather than halving steps over log2(50/4) rounds), and unlike consistency or
+   distribution-matching distillation (DMD) it needs no discriminator, no second "fake
+   score" network and no ODE pairs stored in advance: it costs the teacher's segment
+   integration per training step and nothing else, which fits the CPU profile.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.conditions import Conditions
+from models.losses import sample_timesteps
+from models.sampling import DROP_KEYS, FlowMatchSampler, GuidanceConfig
+
+
+def _per_sample(values: Tensor) -> Tensor:
+    return values.view(-1, 1, 1, 1, 1)
+
+
+def guided_velocity(teacher: nn.Module, x: Tensor, t: Tensor, cond: Conditions,
+                    text_scale: Tensor, reference_scale: Tensor,
+                    uncond_drops: tuple[str, ...] = GuidanceConfig.uncond_drops) -> Tensor:
+    """The teacher's naive three-branch guided velocity (GuidanceConfig's formula) with
+    per-sample scales (B,)."""
+    b = x.shape[0]
+
+    def branch(dropped: tuple[str, ...]) -> Tensor:
+        drop = {k: torch.full((b,), k in dropped, dtype=torch.bool, device=x.device)
+                for k in DROP_KEYS} if dropped else None
+        return teacher(x, t, cond, drop)
+
+    v_u, v_r, v_f = branch(uncond_drops), branch(("text",)), branch(())
+    s_t, s_r = _per_sample(text_scale), _per_sample(reference_scale)
+    return v_u + s_r * (v_r - v_u) + s_t * (v_f - v_r)
+
+
+class GuidanceDistillation:
+    """Stage A: student(x_t, t, cond + scales) ≈ teacher's guided velocity at those scales."""
+
+    def __init__(self, teacher: nn.Module, *, text_range: tuple[float, float] = (1.0, 4.0),
+                 reference_range: tuple[float, float] = (1.0, 2.0), shift: float = 1.0):
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.text_range, self.reference_range, self.shift = text_range, reference_range, shift
+
+    def __call__(self, student: nn.Module, x0: Tensor, cond: Conditions, *,
+                 generator: torch.Generator | None = None, fixed_t: Tensor | None = None,
+                 noise: Tensor | None = None) -> dict[str, Tensor]:
+        b = x0.shape[0]
+        t = fixed_t if fixed_t is not None else sample_timesteps(b, generator, self.shift)
+        noise = noise if noise is not None else torch.randn(x0.shape, generator=generator)
+        t, noise = t.to(x0.device), noise.to(x0.device)
+        x_t = (1 - _per_sample(t)) * x0 + _per_sample(t) * noise
+        scales = torch.rand(2, b, generator=generator).to(x0.device)
+        s_text = self.text_range[0] + (self.text_range[1] - self.text_range[0]) * scales[0]
+        s_ref = self.reference_range[0] + (self.reference_range[1] - self.reference_range[0]) \
+            * scales[1]
+        with torch.no_grad():
+            target = guided_velocity(self.teacher, x_t, t, cond, s_text, s_ref)
+        pred = student(x_t, t, cond.with_guidance(s_text, s_ref))
+        loss = F.mse_loss(pred.float(), target.float())
+        return {"guidance_merge": loss, "total": loss}
+
+
+class StepDistillation:
+    """Stage B: one student step per segment = the stage-A model's `teacher_steps /
+    student_steps` Euler steps over it (the student keeps its default guidance scales)."""
+
+    def __init__(self, teacher: nn.Module, *, student_steps: int = 4, teacher_steps: int = 48,
+                 shift: float = 1.0):
+        if student_steps < 1 or teacher_steps < student_steps:
+            raise ValueError(f"need 1 <= student_steps ({student_steps}) <= teacher_steps "
+                             f"({teacher_steps})")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student_steps, self.shift = student_steps, shift
+        self.substeps = max(1, round(teacher_steps / student_steps))
+        # The student's sampling times (the sampler's own schedule, ending at 0).
+        self.sigmas = FlowMatchSampler(shift=shift).scheduler(student_steps).sigmas.float()
+
+    def segment_target(self, x: Tensor, t_start: Tensor, t_end: Tensor,
+                       cond: Conditions) -> Tensor:
+        """Where the teacher's Euler steps take x from t_start to t_end (per sample)."""
+        for k in range(self.substeps):
+            a = t_start + (t_end - t_start) * k / self.substeps
+            b = t_start + (t_end - t_start) * (k + 1) / self.substeps
+            x = x + _per_sample(b - a) * self.teacher(x, a, cond)
+        return x
+
+    def __call__(self, student: nn.Module, x0: Tensor, cond: Conditions, *,
+                 generator: torch.Generator | None = None, fixed_t: Tensor | None = None,
+                 noise: Tensor | None = None) -> dict[str, Tensor]:
+        b = x0.shape[0]
+        if fixed_t is not None:  # validation: the segment whose start is nearest
+            segment = (self.sigmas[:-1, None] - fixed_t[None].cpu()).abs().argmin(0)
+        else:
+            segment = torch.randint(0, self.student_steps, (b,), generator=generator)
+        t_start = self.sigmas[segment].to(x0.device)
+        t_end = self.sigmas[segment + 1].to(x0.device)
+        noise = noise if noise is not None else torch.randn(x0.shape, generator=generator)
+        x = (1 - _per_sample(t_start)) * x0 + _per_sample(t_start) * noise.to(x0.device)
+        with torch.no_grad():
+            landing = self.segment_target(x, t_start, t_end, cond)
+        target = (landing - x) / _per_sample(t_end - t_start)  # the one straight step
+        pred = student(x, t_start, cond)
+        loss = F.mse_loss(pred.float(), target.float())
+        return {"step_distillation": loss, "total": loss}
+
+
+class BatchDistillation:
+    """A distillation loss on dataset batches: the teacher objective's `prepare` (VAE
+    latents and conditions, no condition dropout) followed by the loss. `sampling` says how
+    the student samples (steps, guidance) for the samples logged during training."""
+
+    def __init__(self, base, loss: GuidanceDistillation | StepDistillation, steps: int,
+                 guidance: GuidanceConfig):
+        self.base, self.loss = base, loss
+        self.sampling = (steps, guidance)
+
+    @property
+    def vae(self) -> nn.Module:
+        return self.base.vae
+
+    def prepare(self, batch: dict, device):
+        return self.base.prepare(batch, device)
+
+    def __call__(self, model: nn.Module, batch: dict, *, device, generator=None,
+                 fixed_t: Tensor | None = None, noise: Tensor | None = None,
+                 with_id: bool = False) -> dict[str, Tensor]:
+        x0, cond, _ = self.base.prepare(batch, device)
+        return self.loss(model, x0, cond, generator=generator, fixed_t=fixed_t, noise=noise)

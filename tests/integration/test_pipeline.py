@@ -1,0 +1,52 @@
+"""The whole tiny pipeline end to end on the small curated dataset, against the real local
+stack: curate (reused) -> train stages 0-3 -> distill -> evaluate -> promote to champion.
+
+Steps are cut to a few per stage (the wiring is under test, not the quality, which the
+README's measured figures cover); the promotion gates are loosened accordingly (they have
+their own tests in tests/unit/test_promote.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import mlflow
+
+from flows.settings import STUDENT_MODEL, TEACHER_MODEL
+from flows.tracking import tracking_uri
+from tests.integration.conftest import MOTIONCTL
+
+FAST = {"MC_TRAIN__STEPS": "2", "MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VAL_EVERY": "2",
+        "MC_TRAIN__SAMPLE_EVERY": "2", "MC_TRAIN__SAMPLE_STEPS": "2",
+        "MC_TRAIN__BATCH_SIZE": "2", "MC_EVALUATE__PAIRS": "1", "MC_EVALUATE__REAL_CLIPS": "1",
+        "MC_EVALUATE__TEACHER_STEPS": "2", "MC_PROMOTE__STUDENT_TOLERANCE": "1000",
+        "MC_PROMOTE__LATENCY_BUDGET_S": "600", "COLUMNS": "200"}
+METRICS = {"ssim", "psnr", "pose_pck", "hand_pck", "face_nme", "id_similarity",
+           "motion_smoothness", "dynamic_degree", "latency_s", "nfe"}
+
+
+def test_pipeline_ends_with_a_champion_student_and_an_evaluation(curated):
+    env, settings = curated[0], curated[1]
+    proc = subprocess.run([MOTIONCTL, "pipeline"], capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, **env, **FAST})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "baseline-static" in proc.stdout and "baseline-tps" in proc.stdout  # the table
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias(STUDENT_MODEL, "champion")
+    assert champion.tags["distill_stage"] == "steps" and champion.tags["nfe"] == "4"
+    teacher = client.get_model_version(TEACHER_MODEL, champion.tags["teacher_version"])
+    assert teacher.tags["stage"] == "3"
+    runs = mlflow.search_runs(experiment_names=["evaluation"], output_format="list",
+                              filter_string=f"tags.model_version = '{champion.version}' and "
+                                            f"tags.model_name = '{STUDENT_MODEL}'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.metrics.keys() >= METRICS
+    assert run.data.metrics["nfe"] == 4
+    assert {"skipped.lpips", "skipped.text_alignment"} <= run.data.tags.keys()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"comparison.json", "comparison.png", "per_clip.json"} <= artifacts
+    distill_runs = mlflow.search_runs(experiment_names=["distillation"], output_format="list")
+    assert {r.data.tags["mc.task"] for r in distill_runs} >= {"distill_guidance",
+                                                              "distill_steps"}

@@ -1,0 +1,71 @@
+"""Promotion gates and rollback on an embedded MLflow registry (SQLite).
+
+The versions are registry entries with `eval.*` tags as the evaluate flow writes them; no
+model weights are involved because the gates read only the registry."""
+
+import contextlib
+
+import pytest
+
+from flows import tracking
+from flows.promote import PromotionRefused, run_promotion
+from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
+
+
+def register(settings, name: str, metrics: dict, **tags) -> int:
+    client = tracking._mlflow(settings).MlflowClient()
+    with contextlib.suppress(Exception):  # already registered
+        client.create_registered_model(name)
+    tags = {**{f"eval.{k}": str(v) for k, v in metrics.items()}, **tags}
+    return int(client.create_model_version(name, source="file:///nowhere", tags=tags).version)
+
+
+@pytest.fixture
+def registry():
+    settings = load_settings()
+    teacher = register(settings, TEACHER_MODEL, {"pose_pck": 0.60, "ssim": 0.70,
+                                                 "latency_s": 9.0})
+    good = register(settings, STUDENT_MODEL, {"pose_pck": 0.58, "ssim": 0.69, "latency_s": 2.0},
+                    teacher_version=str(teacher), distill_stage="steps")
+    return settings, teacher, good
+
+
+def test_a_good_student_becomes_candidate_then_champion(registry):
+    settings, _, good = registry
+    result = run_promotion(settings, good)
+    assert result.alias == "candidate" and all(g.passed for g in result.gates)
+    run_promotion(settings, to="champion")
+    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == good
+
+
+def test_a_worse_model_is_refused_with_the_failed_gate_and_rollback_restores(registry):
+    settings, teacher, good = registry
+    run_promotion(settings, good, to="champion")
+    worse = register(settings, STUDENT_MODEL, {"pose_pck": 0.40, "ssim": 0.69, "latency_s": 2.0},
+                     teacher_version=str(teacher), distill_stage="steps")
+    with pytest.raises(PromotionRefused) as refused:
+        run_promotion(settings, worse, to="champion")
+    message = str(refused.value)
+    assert "student vs teacher" in message and "pose_pck 0.4 vs 0.6" in message
+    assert "worse by 0.2" in message and "champion v" in message
+    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == good  # untouched
+
+    # a release that passed the gates, then turned out bad in production: roll it back
+    newer = register(settings, STUDENT_MODEL, {"pose_pck": 0.59, "ssim": 0.70, "latency_s": 2.0},
+                     teacher_version=str(teacher), distill_stage="steps")
+    run_promotion(settings, newer, to="champion")
+    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == newer
+    restored = run_promotion(settings, to="champion", rollback=True)
+    assert restored.version == good
+    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == good
+
+
+def test_latency_budget_and_missing_evaluation(registry, monkeypatch):
+    settings, teacher, _ = registry
+    slow = register(settings, STUDENT_MODEL, {"pose_pck": 0.6, "ssim": 0.7, "latency_s": 99.0},
+                    teacher_version=str(teacher))
+    with pytest.raises(PromotionRefused, match="latency budget: latency_s 99"):
+        run_promotion(settings, slow)
+    unevaluated = register(settings, STUDENT_MODEL, {})
+    with pytest.raises(PromotionRefused, match="no evaluation; run `make evaluate`"):
+        run_promotion(settings, unevaluated)
