@@ -34,6 +34,7 @@ class TritonServer:
         self.settings, self.repository = settings, Path(repository)
         self.log_path = log_path or settings.triton_home / "tritonserver.log"
         self.process: psutil.Process | None = None
+        self._popen: subprocess.Popen | None = None
 
     @property
     def http_url(self) -> str:
@@ -81,18 +82,21 @@ class TritonServer:
             popen = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, cwd=CODE_ROOT,
                                      start_new_session=True)  # its own group: stop() gets all
-        self.process = psutil.Process(popen.pid)
-        self._popen = popen
+        self.process, self._popen = psutil.Process(popen.pid), popen
         return self
+
+    def exit_code(self) -> int | None:
+        """The server's exit status once it has exited; None while it runs."""
+        return self._popen.poll()
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         timeout_s = timeout_s or self.settings.serve.startup_timeout_s
         deadline = time.monotonic() + timeout_s
         ready = f"{self.http_url}/v2/models/{ENTRY}/ready"
         while not is_healthy(ready):
-            if self._popen.poll() is not None:
+            if self.exit_code() is not None:
                 raise ServiceUnavailable(
-                    f"tritonserver exited while starting (code {self._popen.returncode}); "
+                    f"tritonserver exited while starting (code {self.exit_code()}); "
                     f"log {self.log_path}:\n{_tail(self.log_path, 30)}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -148,10 +152,9 @@ def serve(settings: Settings, *, repository: Path | None = None, name: str = STU
                 echo(f"{label:>8}: {url}")
             echo("ready; Ctrl-C stops the server")
             while not stop.wait(0.5):
-                if server._popen.poll() is not None:
-                    raise ServiceUnavailable(f"tritonserver exited (code "
-                                             f"{server._popen.returncode}); log "
-                                             f"{server.log_path}")
+                if server.exit_code() is not None:
+                    raise ServiceUnavailable(f"tritonserver exited (code {server.exit_code()}); "
+                                             f"log {server.log_path}")
     except KeyboardInterrupt:
         pass
     finally:
