@@ -21,8 +21,8 @@ test: setup  ## run the unit and integration tests
 lint: setup  ## ruff over the code
 	$(BIN)/ruff check models flows serving deploy motionctl tests scripts
 
-demo: setup  ## run the platform on the local defaults (today: the self-check flow)
-	$(MC) doctor
+demo: setup  ## the whole pipeline on the local defaults, then serve it and animate a photo
+	@bash scripts/demo.sh
 
 doctor: setup  ## check store, MLflow, offline models and tritonserver
 	$(MC) doctor
