@@ -1,5 +1,7 @@
-"""The whole tiny pipeline end to end on the small curated dataset, against the real local
-stack: curate (reused) -> train stages 0-3 -> distill -> evaluate -> promote to champion.
+"""The whole tiny pipeline end to end on the embedded local defaults (SQLite MLflow, Prefect's
+temporary server, the local folder store) in its own MC_HOME, so its registry does not mix
+with the other integration tests': curate -> train stages 0-3 -> distill -> evaluate ->
+promote to champion.
 
 Steps are cut to a few per stage (the wiring is under test, not the quality, which the
 README's measured figures cover); the promotion gates are loosened accordingly (they have
@@ -12,9 +14,9 @@ import subprocess
 
 import mlflow
 
-from flows.settings import STUDENT_MODEL, TEACHER_MODEL
+from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
 from flows.tracking import tracking_uri
-from tests.integration.conftest import MOTIONCTL
+from tests.integration.conftest import MOTIONCTL, SMALL
 
 FAST = {"MC_TRAIN__STEPS": "2", "MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VAL_EVERY": "2",
         "MC_TRAIN__SAMPLE_EVERY": "2", "MC_TRAIN__SAMPLE_STEPS": "2",
@@ -25,8 +27,12 @@ METRICS = {"ssim", "psnr", "pose_pck", "hand_pck", "face_nme", "id_similarity",
            "motion_smoothness", "dynamic_degree", "latency_s", "nfe"}
 
 
-def test_pipeline_ends_with_a_champion_student_and_an_evaluation(curated):
-    env, settings = curated[0], curated[1]
+def test_pipeline_ends_with_a_champion_student_and_an_evaluation(tmp_path, videos,
+                                                                monkeypatch):
+    env = {"MC_HOME": str(tmp_path / "home"), **SMALL, "MC_CURATE__VIDEOS": str(videos)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
     proc = subprocess.run([MOTIONCTL, "pipeline"], capture_output=True, text=True, timeout=1500,
                           env={**os.environ, **env, **FAST})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
