@@ -278,13 +278,15 @@ def log_evaluation(settings: Settings, bundle, results: dict, table: dict,
         # NaN is logged too (a key per metric, always): it means "undefined on these clips",
         # e.g. id_similarity when no face is found in any generated frame
         metrics = {k: float(v) for k, v in mine["metrics"].items() if v is not None}
+        if not np.isfinite(metrics.get("text_alignment", float("nan"))):  # no encoder here
+            metrics.pop("text_alignment", None)
+            mine["skipped"]["text_alignment"] = TEXT_ALIGNMENT_UNAVAILABLE
+        skipped = mine["skipped"]
         mlflow.log_metrics(metrics)
         for k, v in metrics.items():
             if not np.isfinite(v):
                 mlflow.set_tag(f"undefined.{k}", "no clip of the benchmark set defines it "
                                "(e.g. no face or person found in the generated frames)")
-        skipped = {**mine["skipped"], **({} if "text_alignment" in metrics else
-                                         {"text_alignment": TEXT_ALIGNMENT_UNAVAILABLE})}
         for k, reason in skipped.items():
             mlflow.set_tag(f"skipped.{k}", reason[:500])
         mlflow.log_dict(table, "comparison.json")
