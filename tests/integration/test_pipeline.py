@@ -16,6 +16,7 @@ import mlflow
 
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
 from flows.tracking import tracking_uri
+from tests.conftest import free_port
 from tests.integration.conftest import MOTIONCTL, SMALL
 
 FAST = {"MC_TRAIN__STEPS": "2", "MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VAL_EVERY": "2",
@@ -29,12 +30,18 @@ METRICS = {"ssim", "psnr", "pose_pck", "hand_pck", "face_nme", "id_similarity",
 
 def test_pipeline_ends_with_a_champion_student_and_an_evaluation(tmp_path, videos,
                                                                 monkeypatch):
-    env = {"MC_HOME": str(tmp_path / "home"), **SMALL, "MC_CURATE__VIDEOS": str(videos)}
+    # Hermetic: none of the session stack's MC_* settings, and ports where nothing listens,
+    # so MLflow is SQLite in this MC_HOME and Prefect its temporary server.
+    for key in [k for k in os.environ if k.startswith("MC_")]:
+        monkeypatch.delenv(key)
+    env = {"MC_HOME": str(tmp_path / "home"), **SMALL, "MC_CURATE__VIDEOS": str(videos),
+           "MC_MLFLOW_PORT": str(free_port()), "MC_PREFECT_PORT": str(free_port())}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = load_settings()
+    assert tracking_uri(settings).startswith("sqlite:")
     proc = subprocess.run([MOTIONCTL, "pipeline"], capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, **env, **FAST})
+                          env={**os.environ, **FAST})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "baseline-static" in proc.stdout and "baseline-tps" in proc.stdout  # the table
     mlflow.set_tracking_uri(tracking_uri(settings))
