@@ -10,7 +10,7 @@ import torch
 
 from models.motion import render_pose_map
 from models.sampling import FlowMatchSampler, GuidanceConfig
-from models.teacher import resize_frames
+from models.teacher import resize_frames, to_uint8
 
 
 def generate(model, objective, batch: dict, cfg, seed: int = 0) -> np.ndarray:
@@ -27,7 +27,7 @@ def generate(model, objective, batch: dict, cfg, seed: int = 0) -> np.ndarray:
                                  generator=torch.Generator().manual_seed(seed))
         video = objective.vae.decode_latents(latents)
     model.train()
-    return ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    return to_uint8(video)
 
 
 def ssim(generated: np.ndarray, truth: np.ndarray) -> float:

@@ -28,6 +28,7 @@ from models.curation import CurationThresholds, action_phrase_from_keypoints, mo
 from models.errors import InvalidInput
 from models.motion import HolisticExtractor, NoPersonFound, retarget
 from models.sampling import FlowMatchSampler, GuidanceConfig
+from models.teacher import to_uint8
 
 
 @dataclass
@@ -229,5 +230,4 @@ class MotionControlPipeline:
         """Stage 5b: latents -> (B, T, size, size, 3) uint8 RGB frames."""
         with torch.no_grad():
             video = self.vae.decode_latents(latents)
-        return ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte() \
-            .cpu().numpy()
+        return to_uint8(video)

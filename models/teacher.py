@@ -36,10 +36,15 @@ def to_pixels(frames, size: int) -> Tensor:
     return x.reshape(b, t, 3, size, size).permute(0, 2, 1, 3, 4).contiguous()
 
 
+def to_uint8(video: Tensor) -> np.ndarray:
+    """The inverse of to_pixels: (B, 3, T, H, W) in [-1, 1] -> (B, T, H, W, 3) uint8."""
+    return ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte() \
+        .cpu().numpy()
+
+
 def resize_frames(frames, size: int) -> np.ndarray:
     """uint8 frames resized to size² (for the optical-flow weights)."""
-    x = to_pixels(frames, size)
-    return ((x.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    return to_uint8(to_pixels(frames, size))
 
 
 def vae_loss(vae, batch: dict, size: int, kl_weight: float) -> dict[str, Tensor]:

@@ -32,16 +32,13 @@ from flows.store import open_store
 from models.metrics import keypoint_metrics, psnr, ssim
 from models.motion import HolisticExtractor
 from models.sampling import FlowMatchSampler
-from models.teacher import TeacherObjective, resize_frames
+from models.teacher import TeacherObjective, resize_frames, to_uint8
 from models.text import TextEncoder
 from tests.bench.common import print_table, timeit, write_report
 
 PAIRS = 4  # held-out cross-identity pairs
 TEACHER_STEPS = 50
 
-
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    return ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
 
 
 @pytest.fixture(scope="module")
