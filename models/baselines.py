@@ -12,7 +12,7 @@ import numpy as np
 
 from models import keypoints as K
 from models.errors import InvalidInput
-from models.pipeline import square
+from models.pipeline import check_reference, square
 
 WARP_POINTS = slice(K.BODY.start, K.FEET.stop)  # the 23 body and feet points drive the warp
 WARP_CONFIDENCE = 0.5  # a point drives the warp when both its reference and target exceed this
@@ -24,19 +24,11 @@ BORDER_ANCHORS = np.array([(x, y) for x in (0.0, 0.5, 1.0) for y in (0.0, 0.5, 1
                            if (x, y) != (0.5, 0.5)], dtype=np.float64)
 
 
-def _check_image(reference: np.ndarray) -> np.ndarray:
-    reference = np.asarray(reference)
-    if reference.ndim != 3 or reference.shape[2] != 3 or reference.dtype != np.uint8:
-        raise InvalidInput(f"reference must be an (H, W, 3) uint8 RGB image, got "
-                           f"{reference.shape} {reference.dtype}")
-    return reference
-
-
 def static_reference(reference: np.ndarray, frames: int, size: int) -> np.ndarray:
     """(frames, size, size, 3): the square reference repeated, the "no motion" baseline."""
     if frames < 1 or size < 1:
         raise InvalidInput(f"frames and size must be positive, got {frames} and {size}")
-    return np.repeat(square(_check_image(reference), size)[None], frames, axis=0)
+    return np.repeat(square(check_reference(reference), size)[None], frames, axis=0)
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
@@ -90,7 +82,7 @@ def tps_warp(reference: np.ndarray, reference_keypoints: np.ndarray,
     frames): it beats the still reference on whole-body moves (jump 4.5 vs 10.5, walk 8.7 vs
     12.6, bow, shrug, nod) and loses on large arm moves (arms_up 11.3 vs 6.6, turn): one global
     smooth map folds the torso and face when a limb swings across them."""
-    image = square(_check_image(reference), size)
+    image = square(check_reference(reference), size)
     ref = np.asarray(reference_keypoints, dtype=np.float32)
     if ref.shape != (K.NUM_KEYPOINTS, 4):
         raise InvalidInput(f"reference_keypoints must be ({K.NUM_KEYPOINTS}, 4), got "
