@@ -18,12 +18,7 @@ CFG = DIT_PRESETS["tiny"]
 B, T, S = 2, 3, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/models/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,7 @@ CFG = DIT_PRESETS["tiny"]
 B, T, S = 2, 5, 8  # latents (B, C, 5, 8, 8) <-> pixels 17 x 64 x 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain nothing from intra-op threads, and on a shared 2-core machine
-    OpenMP's spinning threads make each op ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/models/conftest.py
 
 
 def wake(model: MotionDiT, skip: tuple[str, ...] = (), seed: int = 0) -> MotionDiT:

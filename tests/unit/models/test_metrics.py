@@ -19,13 +19,7 @@ from models.synthetic import make_motion, render_clip, sample_character
 FRAMES = 9  # short clips: MediaPipe costs ~0.25 s a frame at 256²
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a shared 2-core machine OpenMP's spinning threads only slow small tensors down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/models/conftest.py
 
 
 def clip(action: str, frames: int = FRAMES):
