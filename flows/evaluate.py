@@ -41,6 +41,13 @@ HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False, "p
 EVAL_TAG = "eval.{metric}"
 
 
+def tagged_metrics(tags: dict[str, str]) -> dict[str, float]:
+    """The metrics a model version carries as `eval.<metric>` tags."""
+    prefix = EVAL_TAG.format(metric="")
+    return {k[len(prefix):]: float(v) for k, v in tags.items()
+            if k.startswith(prefix) and k[len(prefix):] in HIGHER_IS_BETTER}
+
+
 @dataclass
 class BenchItem:
     name: str
@@ -130,9 +137,8 @@ def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
     return {"rows": rows, "metrics": metrics, "samples": samples, "skipped": skipped}
 
 
-def model_generator(bundle, settings: Settings, text, targets: dict):
-    """generate(item) for a registered model: the end-to-end pipeline, timed. The retargeted
-    driving keypoints it conditions on are kept in `targets` for the baselines."""
+def model_generator(bundle, settings: Settings, text):
+    """generate(item) for a registered model: the end-to-end pipeline, timed."""
     guidance = bundle.guidance()
     steps = bundle.steps
     if bundle.kind == "teacher":  # the teacher as the platform runs it: dual-branch CFG
@@ -143,15 +149,24 @@ def model_generator(bundle, settings: Settings, text, targets: dict):
         start = time.perf_counter()
         out = pipe(item.reference, item.driving, item.prompt, seed=0,
                    driving_keypoints=item.driving_keypoints)
-        targets[item.name] = out.driving_keypoints
         return out.frames, out.driving_keypoints, time.perf_counter() - start, out.nfe
 
     return generate
 
 
+def baseline_targets(items: list[BenchItem], size: int, frames: int) -> dict[str, np.ndarray]:
+    """The retargeted driving keypoints the models condition on (the pipeline's own motion
+    stage), per item: what the baselines warp to and every output is scored against."""
+    from models.pipeline import extract_motion
+
+    return {item.name: extract_motion(item.reference, item.driving[:frames], size=size,
+                                      driving_keypoints=item.driving_keypoints).pose
+            for item in items}
+
+
 def baseline_generators(size: int, frames: int, targets: dict, extractor):
     """generate(item) for the static-reference and thin-plate-spline baselines, on the same
-    retargeted driving keypoints as the models."""
+    retargeted driving keypoints as the models (`baseline_targets`)."""
     from models.baselines import static_reference, tps_warp
     from models.pipeline import square_keypoints
 
@@ -201,19 +216,17 @@ def evaluate_flow(models: list[list], force: bool = False) -> dict:
     text = TextEncoder()
     results: dict[str, dict] = {}
     lpips = settings.evaluate.lpips_weights
-    targets: dict[str, np.ndarray] = {}
+    targets = baseline_targets(items, size, frames)
     with HolisticExtractor() as extractor:
         for bundle in bundles:
             label = f"{bundle.name}@v{bundle.version}"
-            generate = model_generator(bundle, settings, text, targets)
-            if not force and bundle.tags.get("eval.set_key") == key and targets:
+            if not force and bundle.tags.get("eval.set_key") == key:
                 print(f"{label}: already evaluated on this benchmark set (reused)")
-                results[label] = {"reused": True, "metrics": {
-                    t[5:]: float(v) for t, v in bundle.tags.items()
-                    if t.startswith("eval.") and t[5:] in HIGHER_IS_BETTER}}
+                results[label] = {"reused": True, "metrics": tagged_metrics(bundle.tags)}
                 continue
             print(f"evaluating {label} on {len(items)} clips")
-            results[label] = evaluate_outputs(items, generate, size, extractor, lpips)
+            results[label] = evaluate_outputs(items, model_generator(bundle, settings, text),
+                                              size, extractor, lpips)
         for label, generate in baseline_generators(size, frames, targets, extractor).items():
             results[label] = evaluate_outputs(items, generate, size, extractor, lpips)
 

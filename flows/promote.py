@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from prefect import flow
 
 from flows.errors import MotionControlError
-from flows.evaluate import EVAL_TAG, HIGHER_IS_BETTER
+from flows.evaluate import HIGHER_IS_BETTER, tagged_metrics
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
 from flows.tracking import _mlflow, alias_version, rollback_alias, set_alias
 
@@ -43,9 +43,7 @@ class PromotionResult:
 
 def version_metrics(settings: Settings, name: str, version: int | str) -> dict[str, float]:
     mv = _mlflow(settings).MlflowClient().get_model_version(name, str(version))
-    prefix = EVAL_TAG.format(metric="")
-    return {k[len(prefix):]: float(v) for k, v in mv.tags.items()
-            if k.startswith(prefix) and k[len(prefix):] in HIGHER_IS_BETTER}
+    return tagged_metrics(mv.tags)
 
 
 def _worse_by(metric: str, candidate: float, reference: float) -> float:
