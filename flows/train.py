@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from prefect import flow
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from flows.bundle import weights_key
+from flows.bundle import newest_version, resolve_version, weights_key
 from flows.datasets import load_manifest
 from flows.errors import MotionControlError
 from flows.launch import launcher_for
@@ -49,13 +49,10 @@ def train_config(settings: Settings) -> TrainConfig:
 
 def stage_version(settings: Settings, stage: int) -> tuple[int, dict] | None:
     """Newest registered teacher version of `stage`: (version, tags)."""
-    client = _mlflow(settings).MlflowClient()
-    versions = [v for v in client.search_model_versions(f"name = '{TEACHER_MODEL}'")
-                if v.tags.get("stage") == str(stage)]
-    if not versions:
+    version = newest_version(settings, TEACHER_MODEL, stage=str(stage))
+    if version is None:
         return None
-    best = max(versions, key=lambda v: int(v.version))
-    return int(best.version), dict(best.tags)
+    return version, dict(resolve_version(settings, TEACHER_MODEL, version=version).tags)
 
 
 def plan_stage(settings: Settings, stage: int) -> TrainPlan:
