@@ -24,6 +24,9 @@ def configure(settings: Settings | None = None) -> Settings:
         # Prefect keeps its database and profiles under MC_HOME, never in ~/.prefect.
         "PREFECT_HOME": str(settings.prefect_home),
         "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+        # The temporary server's default 20 s start budget is too short on a busy 2-core
+        # machine ("Timed out while attempting to connect to ephemeral Prefect API server").
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
