@@ -50,10 +50,10 @@ FACE_EDGES = tuple(
 
 @dataclass(frozen=True)
 class _Prim:
-    """One thing to draw: a bone (two points) or a dot (one point), at its mean depth."""
+    """One thing to draw: a bone (two keypoint indices) or a dot (one), at its mean depth."""
 
     z: float
-    points: tuple[tuple[float, float], ...]
+    points: tuple[int, ...]
     color: tuple[float, float, float]
     width: int
 
@@ -91,24 +91,24 @@ def _depth_frame(kps: np.ndarray, aspect: float,
 
 
 def _brightness(z: float, centre: float, spread: float) -> float:
-    return float(np.clip(DEPTH_MID - DEPTH_GAIN * (z - centre) / max(spread, 1e-6), DEPTH_MIN, 1))
+    return min(1.0, max(DEPTH_MIN, DEPTH_MID - DEPTH_GAIN * (z - centre) / max(spread, 1e-6)))
 
 
 def _primitives(kp: np.ndarray, parts: Sequence[str], width: int, conf_threshold: float,
                 face_lines: bool) -> list[_Prim]:
-    ok = kp[:, K.CONF] >= conf_threshold
+    ok = (kp[:, K.CONF] >= conf_threshold).tolist()
+    z = kp[:, K.Z].tolist()
     prims: list[_Prim] = []
 
     def bones(edges, colors, w):
         for (a, b), color in zip(edges, colors, strict=True):
             if ok[a] and ok[b]:
-                prims.append(_Prim((kp[a, K.Z] + kp[b, K.Z]) / 2,
-                                   (tuple(kp[a, :2]), tuple(kp[b, :2])), color, w))
+                prims.append(_Prim((z[a] + z[b]) / 2, (a, b), color, w))
 
     def dots(indices, colors, w):
         for i, color in zip(indices, colors, strict=True):
             if ok[i]:
-                prims.append(_Prim(kp[i, K.Z], (tuple(kp[i, :2]),), color, w))
+                prims.append(_Prim(z[i], (i,), color, w))
 
     if "body" in parts:
         bones(K.BODY_EDGES, BODY_BONE_COLORS, width)
@@ -133,18 +133,21 @@ def _draw(canvas: np.ndarray, kp: np.ndarray, parts: Sequence[str], width: int,
           face_lines: bool = False) -> np.ndarray:
     """Draw one frame's primitives on `canvas` (H, W, 3) RGB in place, farthest first."""
     h, w = canvas.shape[:2]
+    # cv2's fixed-point coordinates of every keypoint at once (a per-point conversion was
+    # most of the cost). Clipped far out, so a wild point cannot overflow them.
     scale = np.array([w, h]) * (1 << SUBPIXEL_BITS)
+    xy = np.round(np.clip(kp[:, :2], -8, 9) * scale).astype(int).tolist()
     prims = _primitives(kp, parts, width, conf_threshold, face_lines)
     for prim in sorted(prims, key=lambda p: -p.z):
         gain = _brightness(prim.z, *depth) if depth is not None else 1.0
         color = tuple(c * gain for c in prim.color)
-        # Clipped far out, so a wild point cannot overflow cv2's fixed-point coordinates.
-        pts = [tuple(np.round(np.clip(p, -8, 9) * scale).astype(int)) for p in prim.points]
-        if len(pts) == 2:
-            cv2.line(canvas, pts[0], pts[1], color, prim.width, cv2.LINE_AA, SUBPIXEL_BITS)
+        if len(prim.points) == 2:
+            cv2.line(canvas, xy[prim.points[0]], xy[prim.points[1]], color, prim.width,
+                     cv2.LINE_AA, SUBPIXEL_BITS)
         else:
             radius = max(1, prim.width) << SUBPIXEL_BITS
-            cv2.circle(canvas, pts[0], radius, color, -1, cv2.LINE_AA, SUBPIXEL_BITS)
+            cv2.circle(canvas, xy[prim.points[0]], radius, color, -1, cv2.LINE_AA,
+                       SUBPIXEL_BITS)
     return canvas
 
 
