@@ -21,13 +21,25 @@ def upload_checkpoint(store: ObjectStore, run_id: str, tag: str, folder: Path,
                       keep: int = 2) -> str:
     """Upload every file of `folder` under checkpoints/<run_id>/<tag>/, then move `latest`
     to it and prune all but the newest `keep` checkpoints. Returns the prefix."""
+    prefix = upload_checkpoint_files(store, run_id, tag, folder)
+    commit_checkpoint(store, run_id, tag, keep)
+    return prefix
+
+
+def upload_checkpoint_files(store: ObjectStore, run_id: str, tag: str, folder: Path) -> str:
+    """Upload the files of `folder` under checkpoints/<run_id>/<tag>/. With several ranks,
+    each uploads what it wrote (its ZeRO shard, on its own node) before one commits."""
     prefix = f"{_prefix(run_id)}/{tag}"
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         store.put_file(f"{prefix}/{path.relative_to(folder).as_posix()}", path)
+    return prefix
+
+
+def commit_checkpoint(store: ObjectStore, run_id: str, tag: str, keep: int = 2) -> None:
+    """Point `latest` at a fully uploaded `tag` and prune all but the newest `keep`."""
     store.put_bytes(f"{_prefix(run_id)}/latest", tag.encode())
     for old in list_checkpoints(store, run_id)[:-keep]:
         store.delete_prefix(f"{_prefix(run_id)}/{old}/")
-    return prefix
 
 
 def list_checkpoints(store: ObjectStore, run_id: str) -> list[str]:

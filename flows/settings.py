@@ -83,7 +83,8 @@ class TrainSettings(BaseModel):
     val_every: int | None = Field(default=None, ge=1)
     sample_every: int | None = Field(default=None, ge=1)
     sample_steps: int | None = Field(default=None, ge=1)
-    nproc: int = Field(default=1, ge=1, le=64, description="worker processes (torchrun)")
+    nproc: int | None = Field(default=None, ge=1, le=64,
+                              description="worker processes (torchrun); unset: `default_nproc`")
     # One intra-op thread per worker: on a small shared CPU more threads thrash (measured
     # 0.13 s vs several seconds per tiny DiT step when another process is busy).
     threads: int = Field(default=1, ge=1, le=256, description="torch threads per worker")

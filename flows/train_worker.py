@@ -32,7 +32,13 @@ from flows.bundle import (
     save_weights,
     weights_key,
 )
-from flows.checkpoints import download_checkpoint, latest_checkpoint, step_tag, upload_checkpoint
+from flows.checkpoints import (
+    commit_checkpoint,
+    download_checkpoint,
+    latest_checkpoint,
+    step_tag,
+    upload_checkpoint_files,
+)
 from flows.datasets import load_manifest, shard_dataset
 from flows.launch import emit
 from flows.runtime import configure
@@ -170,6 +176,7 @@ def main(plan_path: str) -> None:
         static_prob=cfg.static_prob if teaching else 0.0,
         dropout=ConditionDropout() if teaching else None)
     val_data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
+                             distributed=False,
                              cross_identity=1.0 if plan.stage >= 3 else 0.0, dropout=None)
     val = [b for _, b in zip(range(cfg.val_batches),
                              DataLoader(val_data, batch_size=plan.batch_size), strict=False)]
@@ -295,13 +302,17 @@ def resume(engine, ema, store: ObjectStore, plan: TrainPlan, rank: int) -> int:
 
 def save_checkpoint(engine, ema, store: ObjectStore, plan: TrainPlan, step: int,
                     rank: int) -> None:
+    """Every rank writes and uploads its own part (ZeRO shards live on their rank's node);
+    once all have, rank 0 moves `latest`, so a resume never finds half a checkpoint."""
     tag = step_tag(step)
     with tempfile.TemporaryDirectory(prefix="mc-ckpt-") as tmp:
         engine.save_checkpoint(tmp, tag=tag, client_state={"step": step})
         if rank == 0:
             torch.save(ema.state_dict(), Path(tmp) / tag / "ema.pt")
-            upload_checkpoint(store, plan.run_id, tag, Path(tmp) / tag,
-                              keep=plan.config.keep_checkpoints)
+        upload_checkpoint_files(store, plan.run_id, tag, Path(tmp) / tag)
+        dist.barrier()
+        if rank == 0:
+            commit_checkpoint(store, plan.run_id, tag, keep=plan.config.keep_checkpoints)
             emit({"event": "checkpoint", "step": step, "tag": tag})
         dist.barrier()
 

@@ -62,27 +62,42 @@ class ShardDataset(IterableDataset):
         shuffle_buffer: int = 32,
         seed: int = 0,
         static_prob: float = 0.0,
+        distributed: bool = True,
     ):
+        """distributed: split the data between the ranks of the process group (training);
+        False: every rank reads all of it (validation, which must not depend on the world
+        size)."""
         if not shards:
             raise ValueError("ShardDataset needs at least one shard")
         self.shards, self.split = list(shards), split
         self.cross_identity, self.dropout = cross_identity, dropout
         self.static_prob = static_prob
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
+        self.distributed = distributed
 
     def set_epoch(self, epoch: int) -> None:
         """A new shard and buffer order per epoch (call before each pass)."""
         self.epoch = epoch
 
-    def _my_shards(self) -> list[ShardOpener]:
+    def _consumer(self) -> tuple[int, int]:
+        """(index, count) of this reader among all DataLoader workers of all ranks."""
         worker = get_worker_info()
         wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
         rank, world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.distributed and torch.distributed.is_available() and \
+                torch.distributed.is_initialized():
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return rank * nworkers + wid, world * nworkers
+
+    def _my_shards(self) -> list[ShardOpener]:
+        """Whole shards per reader when there are enough of them; otherwise every reader
+        opens every shard and `_groups` keeps its share of the motion groups."""
+        me, readers = self._consumer()
         order = list(range(len(self.shards)))
         random.Random(self.seed + self.epoch).shuffle(order)
-        return [self.shards[i] for i in order[rank * nworkers + wid::world * nworkers]]
+        if len(order) < readers:
+            return [self.shards[i] for i in order]
+        return [self.shards[i] for i in order[me::readers]]
 
     def _samples(self) -> Iterator[dict]:
         for opener in self._my_shards():
@@ -92,7 +107,15 @@ class ShardDataset(IterableDataset):
                         yield sample
 
     def _groups(self) -> Iterator[list[dict]]:
-        """Consecutive samples sharing a motion_id."""
+        """Consecutive samples sharing a motion_id; this reader's share of them when it
+        reads shards that other readers read too."""
+        me, readers = self._consumer()
+        shared = len(self.shards) < readers
+        for index, group in enumerate(self._motion_groups()):
+            if not shared or index % readers == me:
+                yield group
+
+    def _motion_groups(self) -> Iterator[list[dict]]:
         group: list[dict] = []
         for sample in self._samples():
             if group and sample["annotations"].get("motion_id") != \

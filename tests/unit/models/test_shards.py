@@ -92,3 +92,25 @@ def test_dataloader_workers_split_shards_without_duplicates(tmp_path):
     assert sorted(keys) == sorted(s["key"] for s in samples)
     batch = next(iter(DataLoader(ds, batch_size=2)))
     assert batch["frames"].shape == (2, 4, 8, 8, 3) and batch["frames"].dtype == torch.uint8
+
+
+def test_fewer_shards_than_readers_split_motion_groups(tmp_path):
+    # One shard, two readers (two training ranks on the tiny dataset): each reads the shard
+    # and keeps every other motion group, so neither is idle, nothing is seen twice or
+    # lost, and each example still finds its cross-identity partner.
+    samples = [make_sample(f"m{m}c{c}", f"char{c}", f"motion{m}")
+               for m in range(5) for c in range(2)]
+    shards = write_shards(samples, tmp_path)
+    assert len(shards) == 1
+    seen = []
+    for reader in range(2):
+        ds = ShardDataset([local_shard(s.path) for s in shards], dropout=None,
+                          cross_identity=1.0)
+        ds._consumer = lambda reader=reader: (reader, 2)  # as rank `reader` of 2
+        seen.append([(e["key"], e["driver_key"]) for e in ds])
+    assert all(seen) and not {k for k, _ in seen[0]} & {k for k, _ in seen[1]}
+    assert sorted(k for part in seen for k, _ in part) == sorted(s["key"] for s in samples)
+    assert all(k != d and k[:2] == d[:2] for part in seen for k, d in part)
+    # validation reads everything on every rank
+    assert len(list(ShardDataset([local_shard(s.path) for s in shards], dropout=None,
+                                 distributed=False))) == len(samples)
