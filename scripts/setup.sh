@@ -51,7 +51,9 @@ PYTHON="$VENV/bin/python" bash scripts/fetch_assets.sh "$VENV/assets"
 
 echo "setup: [7/7] checkov ${CHECKOV_VERSION} (own venv: $VENV/checkov)"
 if [[ "$("$VENV/checkov/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]]; then
-  [[ -x "$VENV/checkov/bin/python" ]] || "$PYTHON" -m venv "$VENV/checkov"
+  # a fresh venv each time: a copied or moved one keeps scripts whose #! points elsewhere,
+  # and pip would call it satisfied
+  "$PYTHON" -m venv --clear "$VENV/checkov"
   PIP_PYTHON="$VENV/checkov/bin/python" pip_install -q "checkov==$CHECKOV_VERSION"
 fi
 
