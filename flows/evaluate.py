@@ -112,7 +112,8 @@ def set_key(items: list[BenchItem], extra: dict) -> str:
 def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
                      lpips_weights: Path | None = None) -> dict:
     """Run `generate(item) -> (frames, target_keypoints, latency_s, nfe)` (or None: nothing
-    to score on that item; latency_s None: not a model) on every item and score it: per-item rows, the aggregate, the frames, and why a metric was skipped."""
+    to score on that item; latency_s None: not a model) on every item and score it: per-item
+    rows, the aggregate, the frames, and why a metric was skipped."""
     from models.metrics import aggregate, evaluate_clip, fvd_or_reason, lpips_or_reason
     from models.pipeline import square
     from models.teacher import resize_frames
@@ -202,13 +203,12 @@ def ceiling_generators(size: int, frames: int, targets: dict, vae):
     with it."""
     import torch
 
-    from models.teacher import to_pixels, to_uint8
+    from models.teacher import resize_frames, to_pixels, to_uint8
 
     def ground_truth(item: BenchItem):
         if item.truth is None:
             return None
-        return to_uint8(to_pixels(item.truth[None, :frames], size))[0], targets[item.name], \
-            None, None
+        return resize_frames(item.truth[None, :frames], size)[0], targets[item.name], None, None
 
     def vae_reconstruction(item: BenchItem):
         if item.truth is None:

@@ -89,13 +89,17 @@ class ShardDataset(IterableDataset):
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         return rank * nworkers + wid, world * nworkers
 
+    def _shares_shards(self, readers: int) -> bool:
+        """Fewer shards than readers: each reads every shard and keeps some motion groups."""
+        return len(self.shards) < readers
+
     def _my_shards(self) -> list[ShardOpener]:
         """Whole shards per reader when there are enough of them; otherwise every reader
         opens every shard and `_groups` keeps its share of the motion groups."""
         me, readers = self._consumer()
         order = list(range(len(self.shards)))
         random.Random(self.seed + self.epoch).shuffle(order)
-        if len(order) < readers:
+        if self._shares_shards(readers):
             return [self.shards[i] for i in order]
         return [self.shards[i] for i in order[me::readers]]
 
@@ -110,7 +114,7 @@ class ShardDataset(IterableDataset):
         """Consecutive samples sharing a motion_id; this reader's share of them when it
         reads shards that other readers read too."""
         me, readers = self._consumer()
-        shared = len(self.shards) < readers
+        shared = self._shares_shards(readers)
         for index, group in enumerate(self._motion_groups()):
             if not shared or index % readers == me:
                 yield group
