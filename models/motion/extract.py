@@ -20,6 +20,7 @@ from models.motion.mediapipe_map import (
     POSE_TO_COCO17,
     POSE_WRIST,
 )
+from models.motion.native_logs import quiet_native_logs
 
 # Small-toe estimate (MediaPipe has no small toe): from the heel, this far along the foot axis
 # (heel -> foot_index) and this far sideways, away from the body midline, both as fractions of
@@ -157,6 +158,7 @@ class HolisticExtractor:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @quiet_native_logs()  # a graph restarted but never used starts as it closes
     def close(self) -> None:
         for graph in self._graphs.values():
             graph.close()
@@ -169,6 +171,9 @@ class HolisticExtractor:
             self._graphs[static] = Holistic(static_image_mode=static, **self._options)
         return self._graphs[static]
 
+    # Graph starts and each sub-model's first use print C++ log noise, partly after process()
+    # returns: a whole call's window catches it (see native_logs).
+    @quiet_native_logs()
     def extract(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB clip -> (T, 133, 4) float32; frames without the person are
         all zero. Raises NoPersonFound when no frame has one."""
@@ -200,6 +205,7 @@ class HolisticExtractor:
                                 "in which a person is visible (whole or upper body)")
         return out
 
+    @quiet_native_logs()
     def extract_image(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB image -> (133, 4) float32. Raises NoPersonFound."""
         image = _check_rgb(image, 3)

@@ -58,3 +58,13 @@ def test_comparison_table_has_metrics_as_rows_and_full_values(monkeypatch):
     assert max(len(line) for line in text.splitlines()) <= 80
     assert {"teacher@v4", "student@v2", "static", "tps", E.GROUND_TRUTH} <= set(
         text.split())  # short column headers, not folded
+
+
+def test_benchmark_pairs_cover_distinct_motions_first():
+    # the eval split lists pairs motion by motion
+    split = [{"motion_id": m, "i": i} for i, m in enumerate("aaabbcddd")]
+    picked = E.one_per_motion(iter(split), 4)
+    assert [p["motion_id"] for p in picked] == ["a", "b", "c", "d"]
+    # more pairs than motions: the distinct ones first, then repeats in split order
+    assert [p["i"] for p in E.one_per_motion(iter(split), 6)] == [0, 3, 5, 6, 1, 2]
+    assert len(E.one_per_motion(iter(split[:2]), 4)) == 2  # a short split: what there is
