@@ -190,10 +190,12 @@ class HolisticExtractor:
                     continue  # searching every frame of a clip without people is slow
                 last_box = box or last_box
                 found, last_search = self._find_person(frame, near=last_box), t
-                tracker.reset()  # a new track: do not carry the last one's state over
                 if found is None:
                     box = None
                     continue
+                # a new track: do not carry the last one's state over (restarting the graph
+                # only here, not after every failed search, also spares its async start-up)
+                tracker.reset()
                 box = found.crop
                 out[t], pose = _convert(tracker.process(box.crop(frame)), box, frame.shape)
                 if pose is None:  # keep what the search saw; the tracker tries the next frame
