@@ -38,6 +38,7 @@ from flows.tracking import _mlflow, start_run, ui_link
 
 # Rows of the comparison table that are neither models nor baselines (`ceiling_generators`).
 GROUND_TRUTH, VAE_RECONSTRUCTION = "ground-truth", "vae-reconstruction"
+SHORT_HEADERS = {GROUND_TRUTH: "truth", VAE_RECONSTRUCTION: "via\nVAE"}  # printed table
 # Metric directions, for tables and gates: True = higher is better.
 HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False, "pose_pck": True,
                     "hand_pck": True, "face_nme": False, "id_similarity": True,
@@ -307,13 +308,13 @@ def print_comparison(table: dict[str, dict]) -> None:
 
     keys = [k for k in HIGHER_IS_BETTER if any(k in row for row in table.values())]
     out = Table(title="evaluation: held-out benchmark set (↑ higher is better, ↓ lower)",
-                caption=f"{GROUND_TRUTH} (the true render) and {VAE_RECONSTRUCTION} (it "
-                        "through the models' VAE), synthetic pairs only: the ceilings of each "
-                        "metric on this set")
+                caption="truth: the true render; via VAE: it through the models' VAE "
+                        "(synthetic pairs only; the ceilings of each metric on this set)")
     out.add_column("metric", no_wrap=True)
-    for label in table:  # short headers: "teacher@v4", "static", ...
-        out.add_column(label.removeprefix("motioncontrol-").removeprefix("baseline-"),
-                       justify="right", overflow="fold", min_width=6)
+    for label in table:  # short headers: "teacher" over "v4", "static", ...
+        header = SHORT_HEADERS.get(label, label.removeprefix("motioncontrol-")
+                                   .removeprefix("baseline-").replace("@", "\n"))
+        out.add_column(header, justify="right", no_wrap=True)
     for k in keys:
         out.add_row(f"{k} {'↑' if HIGHER_IS_BETTER[k] else '↓'}",
                     *[_fmt(row.get(k)) for row in table.values()])
@@ -321,7 +322,15 @@ def print_comparison(table: dict[str, dict]) -> None:
 
 
 def _fmt(value) -> str:
-    return "—" if value is None or not np.isfinite(value) else f"{value:.3g}"
+    """At most 6 characters (3 significant digits where they fit), so that six models fit
+    an 80-column terminal without a value folded over two lines."""
+    if value is None or not np.isfinite(value):
+        return "—"
+    for spec in (".3g", ".2g", ".0e"):
+        text = f"{value:{spec}}"
+        if len(text) <= 6:
+            break
+    return text
 
 
 def log_evaluation(settings: Settings, bundle, results: dict, table: dict,

@@ -41,22 +41,29 @@ def test_ceiling_rows_score_only_items_with_truth(items):
 
 
 def test_comparison_table_has_metrics_as_rows_and_full_values(monkeypatch):
-    table = {"motioncontrol-teacher@v4": {"ssim": 0.4442, "pose_pck": 0.02856, "nfe": 41.0},
-             "motioncontrol-student@v2": {"ssim": 0.4509, "pose_pck": 0.03615, "nfe": 4.0},
-             "baseline-static": {"ssim": 0.5724, "pose_pck": 0.3990, "nfe": 0.0},
-             "baseline-tps": {"ssim": 0.5864, "pose_pck": 0.2633, "nfe": 0.0},
-             E.GROUND_TRUTH: {"ssim": 1.0, "pose_pck": 0.5090}}
+    # the demo's six columns, with the small values that used to fold ("0.0054" over "1")
+    table = {"motioncontrol-teacher@v4": {"ssim": 0.4442, "pose_pck": 0.0, "nfe": 41.0,
+                                          "motion_smoothness": 0.983, "latency_s": 1.99},
+             "motioncontrol-student@v2": {"ssim": 0.4509, "pose_pck": 0.005411, "nfe": 4.0,
+                                          "motion_smoothness": 0.986, "latency_s": 1.23},
+             "baseline-static": {"ssim": 0.5724, "pose_pck": 0.3990, "nfe": 0.0,
+                                 "latency_s": 0.0001174},
+             "baseline-tps": {"ssim": 0.5864, "pose_pck": 0.2633, "nfe": 0.0,
+                              "latency_s": 0.161},
+             E.GROUND_TRUTH: {"ssim": 1.0, "pose_pck": 0.5090, "psnr": 100.0},
+             E.VAE_RECONSTRUCTION: {"ssim": 0.826, "pose_pck": 0.0, "psnr": 24.42}}
     console = Console(width=80, record=True)
     monkeypatch.setattr("rich.console.Console", lambda: console)
     E.print_comparison(table)
     text = console.export_text()
     lines = {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
-    assert {"ssim ↑", "pose_pck ↑", "nfe ↓"} <= set(lines)
-    for value in ("0.444", "0.0286", "0.0362", "0.399", "0.263", "0.509", "41"):
-        assert value in text, value  # no value cut to "0.4…" at 80 columns
+    assert {"ssim ↑", "pose_pck ↑", "nfe ↓", "motion_smoothness ↑"} <= set(lines)
+    for value in ("0.444", "0.0054", "0.399", "0.263", "0.509", "41", "1e-04", "24.4", "100"):
+        assert value in text, value  # whole, not cut to "0.4…" or folded at 80 columns
+    assert lines["pose_pck ↑"].split("│")[3].strip() == "0.0054"
     assert "—" in lines["nfe ↓"]  # the ground truth has no NFE
     assert max(len(line) for line in text.splitlines()) <= 80
-    assert {"teacher@v4", "student@v2", "static", "tps", E.GROUND_TRUTH} <= set(
+    assert {"teacher", "v4", "student", "v2", "static", "tps", "truth", "VAE"} <= set(
         text.split())  # short column headers, not folded
 
 
