@@ -17,15 +17,6 @@ def _prefix(run_id: str) -> str:
     return f"checkpoints/{run_id}"
 
 
-def upload_checkpoint(store: ObjectStore, run_id: str, tag: str, folder: Path,
-                      keep: int = 2) -> str:
-    """Upload every file of `folder` under checkpoints/<run_id>/<tag>/, then move `latest`
-    to it and prune all but the newest `keep` checkpoints. Returns the prefix."""
-    prefix = upload_checkpoint_files(store, run_id, tag, folder)
-    commit_checkpoint(store, run_id, tag, keep)
-    return prefix
-
-
 def upload_checkpoint_files(store: ObjectStore, run_id: str, tag: str, folder: Path) -> str:
     """Upload the files of `folder` under checkpoints/<run_id>/<tag>/. With several ranks,
     each uploads what it wrote (its ZeRO shard, on its own node) before one commits."""

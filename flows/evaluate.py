@@ -102,10 +102,11 @@ def benchmark_set(settings: Settings, digest: str | None, frames: int) -> list[B
 def one_per_motion(pairs, n: int) -> list[dict]:
     """n pairs, one per motion (`motion_id`) before a second of any: the eval split lists a
     motion's pairs together, so its first n pairs would cover only two or three motions."""
-    first, more = [], []
+    first, more, motions = [], [], set()
     for pair in pairs:
-        used = {str(p["motion_id"]) for p in first}
-        (more if str(pair["motion_id"]) in used else first).append(pair)
+        motion = str(pair["motion_id"])
+        (more if motion in motions else first).append(pair)
+        motions.add(motion)
         if len(first) == n:
             break
     return (first + more)[:n]

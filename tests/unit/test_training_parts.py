@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from flows.checkpoints import (
+    commit_checkpoint,
     download_checkpoint,
     latest_checkpoint,
     list_checkpoints,
     step_tag,
-    upload_checkpoint,
+    upload_checkpoint_files,
 )
 from flows.store import LocalStore
 from flows.train_config import TRAIN_PRESETS, TrainPlan
@@ -41,7 +42,8 @@ def test_checkpoints_upload_latest_prune_and_download(tmp_path):
         (folder / "sub").mkdir(parents=True)
         (folder / "model.pt").write_bytes(f"weights at {step}".encode())
         (folder / "sub" / "optim.pt").write_bytes(b"o" * step)
-        upload_checkpoint(store, "run1", step_tag(step), folder, keep=2)
+        upload_checkpoint_files(store, "run1", step_tag(step), folder)  # every rank
+        commit_checkpoint(store, "run1", step_tag(step), keep=2)  # rank 0, after a barrier
     assert latest_checkpoint(store, "run1") == step_tag(6)
     assert list_checkpoints(store, "run1") == [step_tag(4), step_tag(6)]  # oldest pruned
     got = download_checkpoint(store, "run1", step_tag(6), tmp_path / "dl")
