@@ -102,6 +102,9 @@ class EvaluateSettings(BaseModel):
                                description="Euler steps of a teacher (its CFG in 2 branches)")
     lpips_weights: Path | None = Field(default=None, description="local LPIPS weights; unset: "
                                        "LPIPS is skipped and the reason logged")
+    gsb_ratings: Path | None = Field(default=None, description="folder of GSB ratings files "
+                                     "(downloads of the run's gsb/index.html): their scores are "
+                                     "logged with the student's evaluation")
 
 
 class PromoteSettings(BaseModel):
