@@ -30,7 +30,7 @@ from flows.store import ObjectStore, open_store
 from flows.tracking import ensure_experiment
 from models.assets import bvh_files, sample_data
 from models.curation import CurationThresholds, caption, intensity_label
-from models.curation.pipeline import curate_clip
+from models.curation.filters import curate_clip
 from models.data.shards import (
     decode_sample,
     encode_sample,

@@ -8,8 +8,9 @@ thresholds are one frozen dataclass so that the platform settings can build it i
 from models.curation.annotate import action_phrase_from_keypoints, annotate, caption
 from models.curation.base import CurationThresholds, FilterResult
 from models.curation.coverage import keypoint_coverage_filter
+from models.curation.filters import kept, run_filters
 from models.curation.identity import appearance_filter, face_embedding, identity_filter
-from models.curation.motion import (
+from models.curation.optical_flow import (
     ClipFlow,
     camera_motion,
     classify_camera,
@@ -20,7 +21,6 @@ from models.curation.motion import (
     motion_amplitude_filter,
     motion_intensity,
 )
-from models.curation.pipeline import kept, run_filters
 from models.curation.quality import (
     exposure_filter,
     resolution_filter,

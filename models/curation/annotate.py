@@ -6,7 +6,7 @@ import numpy as np
 
 from models import keypoints as kp
 from models.curation.base import CurationThresholds, check_frames
-from models.curation.motion import (
+from models.curation.optical_flow import (
     ClipFlow,
     as_flow,
     camera_motion,

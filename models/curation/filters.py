@@ -12,7 +12,12 @@ from models.curation.annotate import annotate
 from models.curation.base import CurationThresholds, FilterResult, check_frames
 from models.curation.coverage import keypoint_coverage_filter
 from models.curation.identity import appearance_filter, identity_filter
-from models.curation.motion import ClipFlow, clip_flow, fluency_filter, motion_amplitude_filter
+from models.curation.optical_flow import (
+    ClipFlow,
+    clip_flow,
+    fluency_filter,
+    motion_amplitude_filter,
+)
 from models.curation.quality import (
     exposure_filter,
     resolution_filter,

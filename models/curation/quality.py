@@ -15,7 +15,7 @@ from models.curation.base import (
     result,
     sample_indices,
 )
-from models.curation.motion import ClipFlow
+from models.curation.optical_flow import ClipFlow
 
 _BLOCK = 8  # px; frozen-frame test compares 8×8 block means, which averages out codec noise
 

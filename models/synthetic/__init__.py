@@ -10,12 +10,13 @@ Motions come from the procedural action library (`ACTIONS`) or from BVH motion c
 
 Modules: rotations (Euler helpers), face (68 iBUG landmarks + expressions), hands (21-point
 hands + gestures), character (CharacterSpec presets and sampling), skeleton (joints and
-forward kinematics to the 133 keypoints), motion (Motion tracks), actions (the library),
+forward kinematics to the 133 keypoints), animation (Motion tracks), actions (the library),
 bvh (parser and retargeting), camera (pan/tilt/zoom paths and projection), background,
 render (depth-ordered OpenCV drawing), clip (render_clip and friends).
 """
 
 from models.synthetic.actions import ACTIONS, make_motion
+from models.synthetic.animation import Motion, still
 from models.synthetic.bvh import load_bvh, motion_from_bvh, parse_bvh
 from models.synthetic.camera import MOVES, CameraPath
 from models.synthetic.character import (
@@ -33,7 +34,6 @@ from models.synthetic.clip import (
 )
 from models.synthetic.face import EXPRESSION_CHANNELS, EXPRESSIONS, VISEMES
 from models.synthetic.hands import GESTURE_CHANNELS, GESTURES
-from models.synthetic.motion import Motion, still
 from models.synthetic.skeleton import JOINTS, forward_kinematics
 
 __all__ = [

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import InvalidInput
+from models.synthetic.animation import Motion
 from models.synthetic.face import EXPR, NUM_EXPRESSION, VISEMES
 from models.synthetic.face import expression as face_expression
 from models.synthetic.hands import NUM_GESTURE
 from models.synthetic.hands import gesture as hand_gesture
-from models.synthetic.motion import Motion
 from models.synthetic.rotations import mirror_euler
 from models.synthetic.skeleton import MIRROR, NEUTRAL, NUM_JOINTS, J
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import InvalidInput
+from models.synthetic.animation import Motion
 from models.synthetic.face import EXPR, NUM_EXPRESSION
 from models.synthetic.hands import NUM_GESTURE, gesture
-from models.synthetic.motion import Motion
 from models.synthetic.rotations import align, axis_rotation, channel_rotation, matrix_to_euler
 from models.synthetic.skeleton import JOINTS, NUM_JOINTS, PARENTS, J
 

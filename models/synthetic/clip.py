@@ -10,9 +10,9 @@ import numpy as np
 from models import keypoints as K
 from models.errors import InvalidInput
 from models.synthetic import background
+from models.synthetic.animation import Motion, still
 from models.synthetic.camera import CameraPath, Framing
 from models.synthetic.character import CharacterSpec
-from models.synthetic.motion import Motion, still
 from models.synthetic.render import FACE_HIDDEN_BELOW, render
 from models.synthetic.skeleton import J, Pose, forward_kinematics, head_radii
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flows.curate import clip_spec, plan_jobs
 from flows.settings import load_settings
-from models.curation.pipeline import curate_clip
+from models.curation.filters import curate_clip
 from models.data.sources import make_samples
 from tests.bench.common import print_table, write_report
 
