@@ -36,9 +36,6 @@ class ModelSpec:
     instances: str = "cpu_instances"  # the ServeSettings field with its KIND_CPU count
     parameters: dict[str, str] = field(default_factory=dict)
 
-    def input_names(self) -> list[str]:
-        return [t.name for t in self.inputs]
-
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
