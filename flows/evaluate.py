@@ -15,12 +15,19 @@ the driving keypoints. The table also scores, on the synthetic pairs, the ground
 and the ground truth through the models' VAE: the ceilings of a perfect model and of a perfect
 model behind that VAE (at the tiny profile's 64² px MediaPipe misses people even in some true
 renders, and the tiny VAE keeps little more than a 16² thumbnail).
+
+When a student and its teacher (or any two models) are evaluated together, the first's run
+also gets the blind side-by-side GSB rating page of their clips (artifacts `gsb/`, see
+models/gsb.py), the objective proxy's GSB scores and, from the ratings files in
+MC_EVALUATE__GSB_RATINGS, the raters' scores (`gsb/scores.json`, metrics `gsb_proxy.<dimension>`
+and `gsb.<dimension>`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -45,6 +52,8 @@ HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False, "p
                     "motion_smoothness": True, "dynamic_degree": True, "text_alignment": True,
                     "latency_s": False, "nfe": False}
 EVAL_TAG = "eval.{metric}"
+SAMPLE_FPS = 12  # of the sample videos and the GSB page's clips
+GSB_SEED = 0  # which side each model is shown on, per pair: the same page on every run
 
 
 def tagged_metrics(tags: dict[str, str]) -> dict[str, float]:
@@ -254,13 +263,18 @@ def run_evaluation(settings: Settings, teacher_version: int | None = None,
 @flow(name="evaluate")
 def evaluate_flow(models: list[list], force: bool = False) -> dict:
     settings = get_settings()
+    from models.gsb import load_ratings
     from models.motion import HolisticExtractor
     from models.text import TextEncoder
 
+    ratings_dir = settings.evaluate.gsb_ratings  # read now: a bad file fails before any clip
+    ratings = load_ratings(sorted(ratings_dir.glob("*.json"))) if ratings_dir else []
     bundles = [load_bundle(settings, name, version=int(version)) for name, version in models]
     size, frames = bundles[0].resolution, bundles[0].frames
     items = benchmark_set(settings, bundles[0].tags.get("dataset_digest"), frames)
-    key = set_key(items, {"evaluate": settings.evaluate.model_dump(), "size": size})
+    # the ratings are scored, not generated from: changing them keeps the benchmark set
+    key = set_key(items, {"evaluate": settings.evaluate.model_dump(exclude={"gsb_ratings"}),
+                          "size": size})
     client = _mlflow(settings).MlflowClient()
     text = TextEncoder()
     results: dict[str, dict] = {}
@@ -283,11 +297,12 @@ def evaluate_flow(models: list[list], force: bool = False) -> dict:
 
     table = comparison_table(results)
     print_comparison(table)
+    run_ids = {}
     for bundle in bundles:
         label = f"{bundle.name}@v{bundle.version}"
         if results[label].get("reused"):
             continue
-        run_id = log_evaluation(settings, bundle, results, table, items, key)
+        run_id = run_ids[label] = log_evaluation(settings, bundle, results, table, items, key)
         metrics = results[label]["metrics"]
         for metric, value in metrics.items():
             if value is not None and np.isfinite(value):
@@ -295,7 +310,61 @@ def evaluate_flow(models: list[list], force: bool = False) -> dict:
                                              EVAL_TAG.format(metric=metric), f"{value:.6g}")
         client.set_model_version_tag(bundle.name, str(bundle.version), "eval.set_key", key)
         client.set_model_version_tag(bundle.name, str(bundle.version), "eval.run_id", run_id)
+    if len(run_ids) == 2:  # two models generated clips in this run: the student is A
+        a, b = sorted(run_ids, key=lambda label: not label.startswith(STUDENT_MODEL))
+        log_gsb(client, run_ids[a], items, results, a, b, ratings)
     return {"set_key": key, "table": table}
+
+
+def write_gsb(out_dir: Path, items: list[BenchItem], results: dict[str, dict], a: str, b: str,
+              ratings: list[dict]) -> dict[str, dict]:
+    """The GSB rating page of model A's clips against model B's (`export_pairs`: blind,
+    seeded) with each item's reference and driving video, in out_dir, and the GSB scores:
+    "proxy" from the per-clip metrics (`proxy_ratings`) and "raters" from those of the ratings
+    files (`load_ratings`) that compare A with B, both as tables in out_dir/scores.json."""
+    import cv2
+
+    from models.gsb import export_pairs, gsb_scores, gsb_table, proxy_ratings
+    from models.video import write_mp4
+
+    # per-clip metrics by item name (evaluate_outputs keeps a sample per row, in order)
+    rows = {m: dict(zip(results[m]["samples"], results[m]["rows"], strict=True)) for m in (a, b)}
+    both = [item for item in items if item.name in rows[a] and item.name in rows[b]]
+    with tempfile.TemporaryDirectory(prefix="mc-gsb-") as tmp:
+        pairs = []
+        for item in both:
+            clip_a, clip_b = results[a]["samples"][item.name], results[b]["samples"][item.name]
+            media = {key: write_mp4(Path(tmp) / f"{item.name}_{key}.mp4", frames, SAMPLE_FPS)
+                     for key, frames in (("video_a", clip_a), ("video_b", clip_b),
+                                         ("driving", item.driving[:len(clip_a)]))}
+            media["reference"] = Path(tmp) / f"{item.name}_reference.png"
+            cv2.imwrite(str(media["reference"]), cv2.cvtColor(item.reference, cv2.COLOR_RGB2BGR))
+            pairs.append({"id": item.name, "prompt": item.prompt, **media})
+        export_pairs(pairs, out_dir, model_a=a, model_b=b, seed=GSB_SEED)
+    proxy = proxy_ratings([{"id": i.name, **rows[a][i.name]} for i in both],
+                          [{"id": i.name, **rows[b][i.name]} for i in both], a, b)
+    scores = {"proxy": gsb_scores([proxy])}
+    rated = [r for r in ratings if (r["model_a"], r["model_b"]) == (a, b)]
+    if rated:
+        scores["raters"] = gsb_scores(rated)
+    tables = {name: gsb_table(s) for name, s in scores.items()}
+    (Path(out_dir) / "scores.json").write_text(json.dumps(tables, indent=1), encoding="utf-8")
+    return scores
+
+
+def log_gsb(client, run_id: str, items: list[BenchItem], results: dict[str, dict], a: str,
+            b: str, ratings: list[dict]) -> None:
+    """`write_gsb` onto A's evaluation run: the artifacts gsb/, metrics gsb_proxy.<dimension>
+    and gsb.<dimension> (the raters'; finite scores only)."""
+    with tempfile.TemporaryDirectory(prefix="mc-gsb-") as tmp:
+        scores = write_gsb(Path(tmp), items, results, a, b, ratings)
+        client.log_artifacts(run_id, tmp, "gsb")
+    for name, prefix in (("proxy", "gsb_proxy"), ("raters", "gsb")):
+        for dim, s in scores.get(name, {}).items():
+            if s["score"] is not None and math.isfinite(s["score"]):
+                client.log_metric(run_id, f"{prefix}.{dim}", s["score"])
+    print(f"GSB rating page of {a} (A) vs {b} (B): artifact gsb/index.html of run {run_id}"
+          + ("; raters' scores: metrics gsb.<dimension>" if "raters" in scores else ""))
 
 
 def comparison_table(results: dict[str, dict]) -> dict[str, dict[str, float | None]]:
@@ -382,7 +451,7 @@ def log_evaluation(settings: Settings, bundle, results: dict, table: dict,
         with tempfile.TemporaryDirectory() as tmp:
             for name, frames in list(mine["samples"].items())[:3]:
                 path = Path(tmp) / f"{name}.mp4"
-                path.write_bytes(encode_mp4(frames, 12))
+                path.write_bytes(encode_mp4(frames, SAMPLE_FPS))
                 mlflow.log_artifact(str(path), "samples")
         print(f"MLflow ({label}): {ui_link(settings, run)}")
         return run.info.run_id

@@ -11,7 +11,8 @@ whether A is better (good), the same, or worse (bad). The score of a dimension i
 
 `proxy_ratings` writes the same file format from objective metrics (`proxy_judge`), so CI runs
 the same table without raters. The page is one static HTML file: no server, no external
-resources; judgements are saved as a JSON download.
+resources; judgements are saved as a JSON download. The evaluation (flows/evaluate.py) exports
+the page of a student against its teacher and logs both tables with the student's run.
 """
 
 from __future__ import annotations

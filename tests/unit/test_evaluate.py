@@ -1,13 +1,18 @@
 """The evaluation flow's scoring loop and comparison table (flows/evaluate.py) on a synthetic
-render with real MediaPipe: the ground-truth row, items with nothing to score, and a table
-that keeps every value readable in a narrow terminal."""
+render with real MediaPipe: the ground-truth row, items with nothing to score, a table that
+keeps every value readable in a narrow terminal, and the GSB page and scores of two models."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 from rich.console import Console
 
 from flows import evaluate as E
+from models.gsb import FORMAT
 from models.motion import HolisticExtractor
 from models.synthetic import make_motion, render_clip, sample_character
 from models.vae import VideoVAE
@@ -75,3 +80,47 @@ def test_benchmark_pairs_cover_distinct_motions_first():
     # more pairs than motions: the distinct ones first, then repeats in split order
     assert [p["i"] for p in E.one_per_motion(iter(split), 6)] == [0, 3, 5, 6, 1, 2]
     assert len(E.one_per_motion(iter(split[:2]), 4)) == 2  # a short split: what there is
+
+
+def test_gsb_page_and_scores_go_to_the_students_run():
+    rng = np.random.default_rng(0)
+
+    def video():
+        return rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+
+    bench = [E.BenchItem(f"synthetic-{i}", video()[0], video(), f"prompt {i}") for i in range(2)]
+    student, teacher = "motioncontrol-student@v2", "motioncontrol-teacher@v4"
+    results = {model: {"samples": {item.name: video() for item in bench},
+                       "rows": [{"ssim": s, "pose_pck": s} for s in scores]}
+               for model, scores in ((student, (0.6, 0.3)), (teacher, (0.3, 0.3)))}
+    rated = {"format": FORMAT, "rater": "alice", "model_a": student, "model_b": teacher,
+             "ratings": [{"id": "synthetic-0", "judgements": {"overall": "bad"}}]}
+    other = {**rated, "model_b": "motioncontrol-teacher@v3"}  # another comparison: left out
+
+    class Client:  # what log_gsb logs (its folder is gone once it returns)
+        def __init__(self):
+            self.metrics = {}
+
+        def log_artifacts(self, run_id, folder, path):
+            self.where = (run_id, path)
+            self.files = {p.relative_to(folder).as_posix(): p.read_bytes()
+                          for p in Path(folder).rglob("*") if p.is_file()}
+
+        def log_metric(self, run_id, key, value):
+            self.metrics[key] = value
+
+    client = Client()
+    E.log_gsb(client, "run-1", bench, results, student, teacher, [rated, other])
+    assert client.where == ("run-1", "gsb")
+    media = {f"media/{item.name}_{key}" for item in bench for key in (
+        "video_a.mp4", "video_b.mp4", "driving.mp4", "reference.png")}
+    assert set(client.files) == {"index.html", "scores.json"} | media
+    assert all(b"ftyp" in client.files[f][:12] for f in media if f.endswith(".mp4"))
+    page = client.files["index.html"].decode()
+    assert f'"model_a": "{student}"' in page and f'"model_b": "{teacher}"' in page
+    tables = json.loads(client.files["scores.json"])
+    assert tables["proxy"][0] == ["dimension", "good", "same", "bad", "(G+S)/(B+S)"]
+    assert set(tables) == {"proxy", "raters"}
+    # the proxy: clip 0 better, clip 1 the same; alice: clip 0 worse overall
+    assert client.metrics["gsb_proxy.overall"] == client.metrics["gsb_proxy.visual_quality"] == 2
+    assert {k: v for k, v in client.metrics.items() if k.startswith("gsb.")} == {"gsb.overall": 0}
