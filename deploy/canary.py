@@ -278,7 +278,7 @@ def _stable_version(settings: Settings, values: dict[str, Any] | None) -> int | 
     """What the stable track serves: the release's values, else the MLflow champion."""
     if values and str(values.get("stable", {}).get("version", "")).isdigit():
         return int(values["stable"]["version"])
-    from flows.tracking import alias_version
+    from flows.registry import alias_version
 
     return alias_version(settings, STUDENT_MODEL, "champion")
 
@@ -318,7 +318,7 @@ def run_canary(settings: Settings, version: int, *, dry_run: bool = False,
     promote it or roll it back. Returns None on a dry run."""
     from rich.console import Console
 
-    from flows.tracking import set_alias
+    from flows.registry import set_alias
 
     console = console or Console()
     if dry_run:

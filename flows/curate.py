@@ -25,6 +25,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from rich.progress import Progress
 
+from flows.profiles import run_config
 from flows.settings import Settings, get_settings
 from flows.store import ObjectStore, open_store
 from flows.tracking import ensure_experiment
@@ -69,8 +70,7 @@ class CurationResult:
 
 
 def clip_spec(settings: Settings) -> ClipSpec:
-    c = settings.curate
-    return ClipSpec(size=c.clip_size, frames=c.clip_frames, fps=c.clip_fps)
+    return run_config(settings).clip
 
 
 def plan_jobs(settings: Settings, spec: ClipSpec) -> list[Job]:

@@ -1,8 +1,8 @@
 """Prefect flow `distill` (`make distill`, `motionctl distill`): teacher -> few-step student.
 
-Stage A merges the teacher's three-branch guidance into a student (one evaluation per step);
-stage B distils stage A into `student_steps` steps (models/distill.py says how and why). Each
-stage is a run in the MLflow experiment `distillation`, trained by the same worker and
+The guidance stage merges the teacher's three-branch guidance into a student (one evaluation
+per step); the steps stage distils that student into `student_steps` steps (models/distill.py
+says how and why). Each stage is a run in the MLflow experiment `distillation`, trained by the same worker and
 launcher as the teacher (checkpoints, resume, samples, progress bar), and registered as a
 version of `motioncontrol-student` tagged with its teacher version and distillation stage.
 """
@@ -14,22 +14,21 @@ from dataclasses import dataclass
 
 from prefect import flow
 
-from flows.bundle import resolve_version, vae_key
 from flows.datasets import load_manifest
 from flows.errors import MotionControlError
+from flows.profiles import run_config
+from flows.registry import model_meta, resolve_version, vae_key
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
-from flows.train import TrainResult, execute_plan, stage_version, train_config
-from flows.train_config import TrainPlan
-
-DISTILL_STAGES = {"guidance": "distill_guidance", "steps": "distill_steps"}
+from flows.train import TrainResult, execute_plan, stage_version
+from flows.train_plan import TrainPlan
 
 
 @dataclass
 class DistillResult:
     teacher_version: int
-    guidance: TrainResult  # stage A
-    student: TrainResult  # stage B, the few-step student
+    guidance: TrainResult  # the guidance stage's student (one branch, teacher's steps)
+    student: TrainResult  # the steps stage's: the few-step student
 
 
 def find_teacher(settings: Settings, version: int | None = None):
@@ -48,19 +47,25 @@ def find_teacher(settings: Settings, version: int | None = None):
 
 
 def plan_distillation(settings: Settings, teacher_version: int | None = None) -> TrainPlan:
-    """Stage A's plan; stage B's is derived from it once A's weights exist."""
+    """The guidance stage's plan; the steps stage's is derived from it once the guidance
+    stage's weights exist."""
     version, tags, mv = find_teacher(settings, teacher_version)
-    cfg = train_config(settings)
-    stage = cfg.distill_stages["guidance"]
+    run = run_config(settings)
+    stage = run.distill.guidance
+    teacher_stage = int(tags["stage"])
     manifest = load_manifest(open_store(settings), settings.curate.dataset,
                              tags.get("dataset_digest"))
-    return TrainPlan(stage=int(tags["stage"]), run_id="", dataset=manifest["dataset"],
-                     dataset_digest=manifest["digest"], config=cfg,
-                     steps=settings.train.steps or stage.steps, lr=stage.lr,
-                     batch_size=settings.train.batch_size or stage.batch_size,
-                     parent_weights=tags["weights"], teacher_weights=tags["weights"],
-                     vae_weights=vae_key(settings, mv), seed=settings.seed,
-                     task=DISTILL_STAGES["guidance"], extra={"teacher_version": version})
+    return TrainPlan(
+        objective="guidance", stage=teacher_stage, run_id="", dataset=manifest["dataset"],
+        dataset_digest=manifest["digest"], run=run,
+        model=model_meta(run, "guidance", teacher_stage),
+        steps=settings.train.steps or stage.steps, lr=stage.lr,
+        batch_size=settings.train.batch_size or stage.batch_size,
+        # the student learns on the pairs its (stage-3) teacher was trained for
+        cross_identity=run.train.cross_identity,
+        parent_weights=tags["weights"], teacher_weights=tags["weights"],
+        vae_weights=vae_key(settings, mv), seed=settings.seed,
+        extra={"teacher_version": version})
 
 
 def run_distillation(settings: Settings, teacher_version: int | None = None,
@@ -72,29 +77,30 @@ def run_distillation(settings: Settings, teacher_version: int | None = None,
 @flow(name="distill")
 def distill_flow(plan_json: str, force: bool = False) -> DistillResult:
     settings = get_settings()
-    plan_a = TrainPlan.from_json(plan_json)
-    teacher = int(plan_a.extra["teacher_version"])
-    tags = {"teacher_version": str(teacher), "teacher_stage": str(plan_a.stage),
+    guidance_plan = TrainPlan.from_json(plan_json)
+    teacher = int(guidance_plan.extra["teacher_version"])
+    student_steps = guidance_plan.run.sampling.student_steps
+    tags = {"teacher_version": str(teacher), "teacher_stage": str(guidance_plan.stage),
             "component": "dit"}
     guidance = execute_plan(
-        settings, plan_a, experiment="distillation", run_name="A-guidance-merge",
-        model_name=STUDENT_MODEL, title="distillation A (guidance merge)",
+        settings, guidance_plan, experiment="distillation", run_name="guidance",
+        model_name=STUDENT_MODEL, title="distillation: guidance stage",
         version_tags={**tags, "distill_stage": "guidance"}, force=force)
 
-    stage = plan_a.config.distill_stages["steps"]
-    plan_b = dataclasses.replace(
-        plan_a, run_id="", task=DISTILL_STAGES["steps"], lr=stage.lr,
+    stage = guidance_plan.run.distill.steps
+    steps_plan = dataclasses.replace(
+        guidance_plan, run_id="", objective="steps",
+        model=model_meta(guidance_plan.run, "steps", guidance_plan.stage), lr=stage.lr,
         steps=settings.train.steps or stage.steps,
         batch_size=settings.train.batch_size or stage.batch_size,
         parent_weights=guidance.weights, teacher_weights=guidance.weights)
     student = execute_plan(
-        settings, plan_b, experiment="distillation", run_name="B-few-steps",
+        settings, steps_plan, experiment="distillation", run_name="steps",
         model_name=STUDENT_MODEL,
-        title=f"distillation B ({plan_a.config.student_steps}-step student)",
+        title=f"distillation: steps stage ({student_steps}-step student)",
         version_tags={**tags, "distill_stage": "steps",
                       "guidance_version": str(guidance.version),
-                      "nfe": str(plan_a.config.student_steps)}, force=force)
-    print(f"student: {STUDENT_MODEL} version {student.version} "
-          f"({plan_a.config.student_steps} steps, no CFG) from {TEACHER_MODEL} "
-          f"version {teacher}")
+                      "nfe": str(student_steps)}, force=force)
+    print(f"student: {STUDENT_MODEL} version {student.version} ({student_steps} steps, no "
+          f"CFG) from {TEACHER_MODEL} version {teacher}")
     return DistillResult(teacher, guidance, student)

@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 from prefect import flow
 
-from flows.bundle import load_bundle, newest_version
 from flows.datasets import load_manifest, shard_dataset
 from flows.errors import MotionControlError
+from flows.registry import load_bundle, newest_version
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
-from flows.tracking import _mlflow, start_run, ui_link
+from flows.tracking import connect, start_run, ui_link
 
 # Rows of the comparison table that are neither models nor baselines (`ceiling_generators`).
 GROUND_TRUTH, VAE_RECONSTRUCTION = "ground-truth", "vae-reconstruction"
@@ -136,9 +136,9 @@ def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
     """Run `generate(item) -> (frames, target_keypoints, latency_s, nfe)` (or None: nothing
     to score on that item; latency_s None: not a model) on every item and score it: per-item
     rows, the aggregate, the frames, and why a metric was skipped."""
+    from models.frames import resize_frames
     from models.metrics import aggregate, evaluate_clip, fvd_or_reason, lpips_or_reason
     from models.pipeline import square
-    from models.teacher import resize_frames
 
     rows, samples, skipped, pairs = [], {}, {}, []
     for item in items:
@@ -175,7 +175,8 @@ def model_generator(bundle, settings: Settings, text):
     guidance = bundle.guidance()
     steps = bundle.steps
     if bundle.kind == "teacher":  # the teacher as the platform runs it: dual-branch CFG
-        guidance, steps = replace(guidance, dual=True), settings.evaluate.teacher_steps
+        guidance = replace(guidance, dual=True)
+        steps = settings.evaluate.teacher_steps or steps
     pipe = bundle.pipeline(text=text, steps=steps, guidance=guidance)
 
     def generate(item: BenchItem):
@@ -225,7 +226,7 @@ def ceiling_generators(size: int, frames: int, targets: dict, vae):
     with it."""
     import torch
 
-    from models.teacher import resize_frames, to_pixels, to_uint8
+    from models.frames import resize_frames, to_pixels, to_uint8
 
     def ground_truth(item: BenchItem):
         if item.truth is None:
@@ -275,7 +276,7 @@ def evaluate_flow(models: list[list], force: bool = False) -> dict:
     # the ratings are scored, not generated from: changing them keeps the benchmark set
     key = set_key(items, {"evaluate": settings.evaluate.model_dump(exclude={"gsb_ratings"}),
                           "size": size})
-    client = _mlflow(settings).MlflowClient()
+    client = connect(settings).MlflowClient()
     text = TextEncoder()
     results: dict[str, dict] = {}
     lpips = settings.evaluate.lpips_weights

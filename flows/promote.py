@@ -18,8 +18,9 @@ from prefect import flow
 
 from flows.errors import MotionControlError
 from flows.evaluate import HIGHER_IS_BETTER, tagged_metrics
+from flows.registry import alias_version, newest_version, rollback_alias, set_alias
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
-from flows.tracking import _mlflow, alias_version, rollback_alias, set_alias
+from flows.tracking import connect
 
 
 class PromotionRefused(MotionControlError):
@@ -42,7 +43,7 @@ class PromotionResult:
 
 
 def version_metrics(settings: Settings, name: str, version: int | str) -> dict[str, float]:
-    mv = _mlflow(settings).MlflowClient().get_model_version(name, str(version))
+    mv = connect(settings).MlflowClient().get_model_version(name, str(version))
     return tagged_metrics(mv.tags)
 
 
@@ -69,7 +70,7 @@ def compare_gate(name: str, candidate: dict, reference: dict, metrics: tuple[str
 def check_gates(settings: Settings, version: int) -> list[Gate]:
     """Every gate of a student version against its teacher and the current champion."""
     cfg = settings.promote
-    client = _mlflow(settings).MlflowClient()
+    client = connect(settings).MlflowClient()
     mv = client.get_model_version(STUDENT_MODEL, str(version))
     mine = version_metrics(settings, STUDENT_MODEL, version)
     if not mine:
@@ -102,8 +103,6 @@ def run_promotion(settings: Settings, version: int | None = None, to: str = "can
         print(f"{STUDENT_MODEL}@{to}: rolled back from version {previous} to {restored}")
         return PromotionResult(restored, to, previous)
     if version is None:
-        from flows.bundle import newest_version
-
         version = alias_version(settings, STUDENT_MODEL, "candidate") if to == "champion" \
             else newest_version(settings, STUDENT_MODEL, distill_stage="steps")
         if version is None:

@@ -6,8 +6,8 @@ arguments, `MC_*` environment variables, a `.env` file in the working directory,
 mounted secrets folder (`MC_SECRETS_DIR`, Kubernetes style: one file per field), and the
 defaults below.
 
-Profiles pick the size of everything: `tiny` runs on a laptop CPU in minutes, `small` on one
-GPU, `base` on a cluster with a pretrained backbone. Model presets key off `profile`.
+`profile` picks the size of everything: `debug` for tests, `tiny` on a laptop CPU in minutes,
+`small` on one GPU, `base` on a cluster; flows/profiles.py holds each one's run config.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,7 +33,7 @@ from models.video import VideoLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-Profile = Literal["tiny", "small", "base"]
+Profile = Literal["debug", "tiny", "small", "base"]  # flows/profiles.py
 StoreBackend = Literal["local", "s3"]
 
 EXPERIMENTS = ("curation", "teacher", "distillation", "evaluation")
@@ -50,7 +49,7 @@ def _secrets_dir() -> str | None:
 
 
 class CurateSettings(BaseModel):
-    """What `make curate` builds. Unset sizes come from the profile (PROFILE_CLIPS)."""
+    """What `make curate` builds. Unset clip sizes come from the profile (flows/profiles.py)."""
 
     dataset: str = "motion"
     clip_size: int | None = Field(default=None, ge=32, le=1024)
@@ -75,7 +74,7 @@ class CurateSettings(BaseModel):
 
 
 class TrainSettings(BaseModel):
-    """Overrides of the profile's training preset (flows/train_config.py); unset = preset."""
+    """Overrides of the profile's run config (flows/profiles.py); unset = the profile's."""
 
     steps: int | None = Field(default=None, ge=1)
     batch_size: int | None = Field(default=None, ge=1)
@@ -98,8 +97,9 @@ class EvaluateSettings(BaseModel):
     pairs: int = Field(default=4, ge=1, le=1000, description="held-out cross-identity pairs")
     real_clips: int = Field(default=1, ge=0, le=10,
                             description="real reference photo x real footage clips")
-    teacher_steps: int = Field(default=20, ge=1, le=1000,
-                               description="Euler steps of a teacher (its CFG in 2 branches)")
+    teacher_steps: int | None = Field(default=None, ge=1, le=1000,
+                                      description="Euler steps of a teacher (its CFG in 2 "
+                                      "branches); unset: the teacher's own (its profile's)")
     lpips_weights: Path | None = Field(default=None, description="local LPIPS weights; unset: "
                                        "LPIPS is skipped and the reason logged")
     gsb_ratings: Path | None = Field(default=None, description="folder of GSB ratings files "
@@ -194,10 +194,6 @@ class ServeSettings(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0, description="client deadline")
 
 
-# Clip shape per profile: (size px, frames, fps); frames = 1 + 4k for the causal video VAE.
-PROFILE_CLIPS = {"tiny": (128, 17, 12.0), "small": (256, 49, 24.0), "base": (512, 81, 24.0)}
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MC_",
@@ -278,19 +274,7 @@ class Settings(BaseSettings):
             raise ValueError("give host:port without a scheme; use MC_S3_SECURE for https")
         return v or None
 
-    @model_validator(mode="after")
-    def _profile_clip_shape(self) -> Settings:
-        size, frames, fps = PROFILE_CLIPS[self.profile]
-        c = self.curate
-        c.clip_size, c.clip_frames, c.clip_fps = (c.clip_size or size, c.clip_frames or frames,
-                                                  c.clip_fps or fps)
-        return self
-
     # --- derived paths (one place, so every layer agrees) -------------------------------
-    @property
-    def device(self) -> str:
-        return "cpu" if self.profile == "tiny" else "cuda"
-
     @property
     def store_root(self) -> Path:
         return self.home / "store"

@@ -1,4 +1,5 @@
-"""MLflow helpers: where to track, the run context every stage uses, and the model registry.
+"""MLflow tracking: where to track and the run context every stage uses (the model registry
+is flows/registry.py).
 
 Tracking URI, in order: `MC_MLFLOW_TRACKING_URI` if set; the local stack's MLflow server
 when it is up (`make stack-up`); else SQLite at `MC_HOME/mlflow.db` with artifacts in
@@ -15,10 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from flows.errors import MotionControlError, ServiceUnavailable
-from flows.settings import ALIASES, EXPERIMENTS, REPO_ROOT, Settings
+from flows.settings import EXPERIMENTS, REPO_ROOT, Settings
 from flows.stack import is_healthy, mlflow_server_url
-
-PREVIOUS_TAG = "previous_{alias}"  # model-level tag: the version an alias pointed to before
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -27,7 +26,7 @@ def tracking_uri(settings: Settings) -> str:
     return mlflow_server_url(settings) or f"sqlite:///{settings.mlflow_db}"
 
 
-def _mlflow(settings: Settings):
+def connect(settings: Settings):
     """mlflow, pointed at the right place; raises one clear line if a server is down."""
     import mlflow
 
@@ -48,7 +47,7 @@ def ensure_experiment(settings: Settings, name: str) -> str:
     """Id of the experiment `name` (one of the design's four), created if needed."""
     if name not in EXPERIMENTS:
         raise MotionControlError(f"unknown experiment {name!r}; expected one of {EXPERIMENTS}")
-    mlflow = _mlflow(settings)
+    mlflow = connect(settings)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -91,7 +90,7 @@ def start_run(
 ) -> Iterator[Any]:
     """An MLflow run that records what every run of the platform must: its settings
     (secrets masked), the git commit and, when it reads a dataset, the dataset digest."""
-    mlflow = _mlflow(settings)
+    mlflow = connect(settings)
     experiment_id = ensure_experiment(settings, experiment)
     commit = git_commit()
     all_tags = {"mlflow.source.git.commit": commit, "mc.profile": settings.profile,
@@ -104,70 +103,6 @@ def start_run(
         if params:
             mlflow.log_params(params)
         yield run
-
-
-# --- registry ---------------------------------------------------------------------------
-
-
-def model_uri(name: str, alias: str | None = None, version: int | str | None = None) -> str:
-    if (alias is None) == (version is None):
-        raise ValueError("give exactly one of alias or version")
-    return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
-
-
-def register_version(
-    settings: Settings, model_uri_or_run: str, name: str, tags: dict[str, str] | None = None,
-) -> int:
-    """Register a logged model (`runs:/<run_id>/<name>` or `models:/m-…`) as a new version
-    of `name`; returns its number."""
-    mlflow = _mlflow(settings)
-    mv = mlflow.register_model(model_uri_or_run, name, tags=tags or {})
-    return int(mv.version)
-
-
-def set_alias(settings: Settings, name: str, alias: str, version: int | str) -> int | None:
-    """Point `alias` at `version`; returns the version it pointed to before (or None), and
-    records that one in the model tag `previous_<alias>` so a rollback is one call."""
-    if alias not in ALIASES:
-        raise MotionControlError(f"unknown alias {alias!r}; expected one of {ALIASES}")
-    mlflow = _mlflow(settings)
-    client = mlflow.MlflowClient()
-    previous = alias_version(settings, name, alias)
-    client.set_registered_model_alias(name, alias, str(version))
-    if previous is not None and previous != int(version):
-        client.set_registered_model_tag(name, PREVIOUS_TAG.format(alias=alias), str(previous))
-    return previous
-
-
-def rollback_alias(settings: Settings, name: str, alias: str) -> int:
-    """Move `alias` back to the version recorded before the last move."""
-    mlflow = _mlflow(settings)
-    client = mlflow.MlflowClient()
-    previous = client.get_registered_model(name).tags.get(PREVIOUS_TAG.format(alias=alias))
-    if previous is None:
-        raise MotionControlError(f"{name}@{alias} has no recorded previous version to roll "
-                                 "back to")
-    set_alias(settings, name, alias, previous)
-    return int(previous)
-
-
-def alias_version(settings: Settings, name: str, alias: str) -> int | None:
-    mlflow = _mlflow(settings)
-    try:
-        return int(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        return None
-
-
-def load_model(settings: Settings, name: str, alias: str | None = None,
-               version: int | str | None = None, flavor: str = "pyfunc"):
-    """Load a registered model by alias or version (`flavor`: pyfunc, pytorch, …)."""
-    mlflow = _mlflow(settings)
-    uri = model_uri(name, alias=alias, version=version)
-    try:
-        return getattr(mlflow, flavor).load_model(uri)
-    except mlflow.exceptions.MlflowException as exc:
-        raise MotionControlError(f"cannot load {uri}: {exc.message}") from None
 
 
 def ui_link(settings: Settings, run) -> str:

@@ -18,14 +18,28 @@ from dataclasses import dataclass
 from prefect import flow
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from flows.bundle import newest_version, resolve_version, weights_key
 from flows.datasets import load_manifest
 from flows.errors import MotionControlError
 from flows.launch import launcher_for
+from flows.profiles import run_config
+from flows.registry import (
+    model_meta,
+    newest_version,
+    register_version,
+    resolve_version,
+    weights_key,
+)
 from flows.settings import TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
-from flows.tracking import _mlflow, ensure_experiment, register_version, start_run
-from flows.train_config import STAGES, TRAIN_PRESETS, TrainConfig, TrainPlan
+from flows.tracking import connect, ensure_experiment, start_run
+from flows.train_plan import TrainPlan
+
+STAGES = {
+    0: "video VAE",
+    1: "teacher: body",
+    2: "teacher: body + face",
+    3: "teacher: body + face + hands, cross-identity pairs",
+}
 
 RESUME_TAG = "mc.resume_key"
 DONE_TAG = "mc.done"
@@ -40,13 +54,6 @@ class TrainResult:
     reused: bool
 
 
-def train_config(settings: Settings) -> TrainConfig:
-    cfg = TRAIN_PRESETS[settings.profile]
-    overrides = {k: v for k, v in settings.train.model_dump().items()
-                 if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    return dataclasses.replace(cfg, **overrides)
-
-
 def stage_version(settings: Settings, stage: int) -> tuple[int, dict] | None:
     """Newest registered teacher version of `stage`: (version, tags)."""
     version = newest_version(settings, TEACHER_MODEL, stage=str(stage))
@@ -58,8 +65,8 @@ def stage_version(settings: Settings, stage: int) -> tuple[int, dict] | None:
 def plan_stage(settings: Settings, stage: int) -> TrainPlan:
     if stage not in STAGES:
         raise MotionControlError(f"unknown stage {stage}; stages are {sorted(STAGES)}")
-    cfg = train_config(settings)
-    stage_cfg = cfg.stages[stage]
+    run = run_config(settings)
+    stage_cfg = run.train.stages[stage]
     manifest = load_manifest(open_store(settings), settings.curate.dataset)
     parent = vae = None
     if stage >= 1:
@@ -74,11 +81,18 @@ def plan_stage(settings: Settings, stage: int) -> TrainPlan:
             raise MotionControlError(f"stage {stage - 1} is not trained yet; run "
                                      f"`make train-stage{stage - 1}` first")
         parent = found[1]["weights"]
-    steps = settings.train.steps or stage_cfg.steps
-    return TrainPlan(stage=stage, run_id="", dataset=manifest["dataset"],
-                     dataset_digest=manifest["digest"], config=cfg, steps=steps,
-                     lr=stage_cfg.lr, batch_size=settings.train.batch_size or stage_cfg.batch_size,
-                     parent_weights=parent, vae_weights=vae, seed=settings.seed)
+    objective = "vae" if stage == 0 else "teacher"
+    teacher = stage >= 1
+    return TrainPlan(
+        objective=objective, stage=stage, run_id="", dataset=manifest["dataset"],
+        dataset_digest=manifest["digest"], run=run, model=model_meta(run, objective, stage),
+        steps=settings.train.steps or stage_cfg.steps, lr=stage_cfg.lr,
+        batch_size=settings.train.batch_size or stage_cfg.batch_size,
+        # stage 3 learns identity-agnostic motion from drivers of other characters
+        cross_identity=run.train.cross_identity if stage == 3 else 0.0,
+        static_prob=run.train.static_prob if teacher else 0.0,
+        condition_dropout=teacher, parent_weights=parent, vae_weights=vae,
+        seed=settings.seed)
 
 
 def resume_key(plan: TrainPlan) -> str:
@@ -87,7 +101,7 @@ def resume_key(plan: TrainPlan) -> str:
 
 
 def find_run(settings: Settings, key: str, experiment: str = "teacher"):
-    mlflow = _mlflow(settings)
+    mlflow = connect(settings)
     ensure_experiment(settings, experiment)
     runs = mlflow.search_runs(experiment_names=[experiment], output_format="list",
                               filter_string=f"tags.`{RESUME_TAG}` = '{key}'",
@@ -132,15 +146,19 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
     else:
         with start_run(settings, experiment, run_name=run_name,
                        dataset_digest=plan.dataset_digest,
-                       tags={RESUME_TAG: key, "mc.stage": str(plan.stage), "mc.task": plan.task},
-                       params={"stage": plan.stage, "task": plan.task, "steps": plan.steps,
-                               "lr": plan.lr, "batch_size": plan.batch_size,
-                               "model_preset": plan.config.model_preset,
-                               "resolution": plan.config.resolution,
+                       tags={RESUME_TAG: key, "mc.stage": str(plan.stage),
+                             "mc.objective": plan.objective},
+                       params={"stage": plan.stage, "objective": plan.objective,
+                               "steps": plan.steps, "lr": plan.lr,
+                               "batch_size": plan.batch_size, "profile": plan.run.profile,
+                               "resolution": plan.run.train_size,
+                               "cross_identity": plan.cross_identity,
                                "parent_weights": plan.parent_weights or "",
                                "teacher_weights": plan.teacher_weights or "",
                                "vae_weights": plan.vae_weights or ""}) as run:
             plan.run_id = run.info.run_id
+            # every number the run trains with, in one file (flows/profiles.py)
+            connect(settings).log_dict(dataclasses.asdict(plan.run), "run_config.json")
 
     plan_path = settings.home / "tmp" / "train" / f"{plan.run_id}.json"
     plan_path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +171,7 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
         tags={"dataset_digest": plan.dataset_digest, "weights": weights,
               "run_id": plan.run_id, **version_tags,
               **({"vae_weights": plan.vae_weights} if plan.vae_weights else {})})
-    client = _mlflow(settings).MlflowClient()
+    client = connect(settings).MlflowClient()
     for tag, value in ((DONE_TAG, "true"), ("mc.version", str(version)),
                        ("mc.weights", weights)):
         client.set_tag(plan.run_id, tag, value)

@@ -6,28 +6,9 @@ from __future__ import annotations
 import tempfile
 
 import numpy as np
-import torch
 
+from models.frames import resize_frames
 from models.motion import render_pose_map
-from models.sampling import FlowMatchSampler, GuidanceConfig
-from models.teacher import resize_frames, to_uint8
-
-
-def generate(model, objective, batch: dict, cfg, seed: int = 0) -> np.ndarray:
-    """Frames (B, T, H, W, 3) uint8: a teacher samples with the naive three-branch guidance,
-    a student as its objective says (`sampling`: its steps, one branch)."""
-    x0, cond, _ = objective.prepare(batch, "cpu")
-    sampler = FlowMatchSampler(shift=cfg.timestep_shift)
-    steps, guidance = getattr(objective, "sampling", None) or (cfg.sample_steps, GuidanceConfig(
-        text_scale=cfg.text_scale, reference_scale=cfg.reference_scale, prune=False))
-    model.eval()
-    with torch.no_grad():
-        latents = sampler.sample(model, cond, x0.shape, steps=steps,
-                                 guidance=guidance,
-                                 generator=torch.Generator().manual_seed(seed))
-        video = objective.vae.decode_latents(latents)
-    model.train()
-    return to_uint8(video)
 
 
 def ssim(generated: np.ndarray, truth: np.ndarray) -> float:
@@ -53,16 +34,18 @@ def strip(batch: dict, generated: np.ndarray, size: int, index: int = 0) -> np.n
     return np.concatenate(rows, axis=0)
 
 
-def log_samples(model, objective, batch: dict, cfg, step: int) -> float:
+def log_samples(model, objective, batch: dict, size: int, step: int) -> float:
+    """What the model makes of a held-out batch (objective.sample: a VAE's reconstruction,
+    a DiT's generated clip) as MLflow metric, strip and mp4; returns its SSIM."""
     import mlflow
 
     from models.video import encode_mp4
 
-    generated = generate(model, objective, batch, cfg)
-    truth = resize_frames(batch["frames"], cfg.resolution)
+    generated = objective.sample(model, batch)
+    truth = resize_frames(batch["frames"], size)
     score = ssim(generated[0], truth[0])
     mlflow.log_metric("sample_ssim", score, step=step)
-    mlflow.log_image(strip(batch, generated, cfg.resolution), f"samples/strip_{step:06d}.png")
+    mlflow.log_image(strip(batch, generated, size), f"samples/strip_{step:06d}.png")
     fps = 12
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/sample_{step:06d}.mp4"

@@ -25,13 +25,6 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from flows.bundle import (
-    build_dit_from_meta,
-    build_vae_from_meta,
-    read_weights,
-    save_weights,
-    weights_key,
-)
 from flows.checkpoints import (
     commit_checkpoint,
     download_checkpoint,
@@ -41,32 +34,66 @@ from flows.checkpoints import (
 )
 from flows.datasets import load_manifest, shard_dataset
 from flows.launch import emit
+from flows.registry import build_model, load_weights, read_weights, save_weights, weights_key
 from flows.runtime import configure
 from flows.store import ObjectStore, open_store
-from flows.train_config import TrainPlan
+from flows.tracking import tracking_uri
+from flows.train_plan import TrainPlan
+from flows.train_samples import log_samples
 from models.data.dataset import ConditionDropout
+from models.distill import GuidanceDistillation, StepDistillation
+from models.objectives import DistillationObjective, FlowMatchingObjective, VAEObjective
+from models.sampling import GuidanceConfig
+from models.text import TextEncoder
 
-# --- models ---------------------------------------------------------------------------------
-
-
-def dit_meta(plan: TrainPlan) -> dict:
-    """How to rebuild this run's DiT (the weights' meta; flows/bundle.py reads it)."""
-    cfg = plan.config
-    meta = {"kind": "teacher", "stage": plan.stage, "preset": cfg.model_preset,
-            "resolution": cfg.resolution}
-    if plan.task != "teacher":
-        meta |= {"kind": "student", "distill_stage": plan.task,
-                 "dit_overrides": {"guidance_embed": True},
-                 "sampler_steps": cfg.student_steps if plan.task == "distill_steps"
-                 else cfg.sample_steps}
-    return meta
+# --- the model and its objective, chosen once per run ---------------------------------------
 
 
-def load_weights(store: ObjectStore, key: str, module: torch.nn.Module,
-                 strict: bool = True) -> dict:
-    blob = read_weights(store, key)
-    module.load_state_dict(blob["state_dict"], strict=strict)
-    return blob["meta"]
+def vae_run(plan: TrainPlan, store: ObjectStore):
+    return build_model(plan.model), VAEObjective(plan.run.train_size, plan.run.train.kl_weight)
+
+
+def teacher_run(plan: TrainPlan, store: ObjectStore):
+    """A teacher stage starts from the previous one (its new condition paths at zero)."""
+    run, cfg = plan.run, plan.run.train
+    model = _start_from_parent(plan, store)
+    objective = FlowMatchingObjective(
+        load_weights(store, plan.vae_weights), TextEncoder(), run.train_size,
+        steps=run.sampling.teacher_steps,
+        # samples as the naive three-branch sampler draws them: what the teacher learned
+        guidance=GuidanceConfig(text_scale=run.sampling.text_scale,
+                                reference_scale=run.sampling.reference_scale, prune=False),
+        shift=run.sampling.timestep_shift, region_alpha=cfg.region_alpha,
+        id_weight=cfg.id_weight, id_every=cfg.id_every)
+    return model, objective
+
+
+def distillation_run(plan: TrainPlan, store: ObjectStore):
+    """A student starts as the model it imitates (plus a zero-initialised guidance input)."""
+    run, distill = plan.run, plan.run.distill
+    frozen, shift = load_weights(store, plan.teacher_weights), run.sampling.timestep_shift
+    if plan.objective == "guidance":
+        loss = GuidanceDistillation(frozen, text_range=distill.text_range,
+                                    reference_range=distill.reference_range, shift=shift)
+    else:
+        loss = StepDistillation(frozen, student_steps=run.sampling.student_steps,
+                                teacher_steps=distill.teacher_steps, shift=shift)
+    objective = DistillationObjective(load_weights(store, plan.vae_weights), TextEncoder(),
+                                      run.train_size, distill=loss,
+                                      steps=plan.model["sampler_steps"], shift=shift)
+    return _start_from_parent(plan, store), objective
+
+
+RUNS = {"vae": vae_run, "teacher": teacher_run, "guidance": distillation_run,
+        "steps": distillation_run}
+
+
+def _start_from_parent(plan: TrainPlan, store: ObjectStore) -> torch.nn.Module:
+    model = build_model(plan.model)
+    if plan.parent_weights:  # parts the parent lacks keep their (zero) initialisation
+        model.load_state_dict(read_weights(store, plan.parent_weights)["state_dict"],
+                              strict=False)
+    return model
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -101,7 +128,7 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
 
 
 def deepspeed_config(plan: TrainPlan) -> dict:
-    cfg = plan.config
+    cfg = plan.run.train
     return {
         "train_micro_batch_size_per_gpu": plan.batch_size,
         "gradient_accumulation_steps": 1,
@@ -113,52 +140,19 @@ def deepspeed_config(plan: TrainPlan) -> dict:
     }
 
 
-# --- models and objectives ------------------------------------------------------------------
-
-
-def build_dit_and_objective(plan: TrainPlan, store: ObjectStore):
-    """The DiT to train and its objective: a teacher stage (flow matching from the previous
-    stage) or a distillation stage (a student imitating a frozen model)."""
-    from models.teacher import TeacherObjective
-    from models.text import TextEncoder
-
-    cfg = plan.config
-    vae = build_vae_from_meta({"preset": cfg.model_preset})
-    load_weights(store, plan.vae_weights, vae)
-    teacher_objective = TeacherObjective(
-        vae, TextEncoder(), cfg.resolution, region_alpha=cfg.region_alpha,
-        id_weight=cfg.id_weight, timestep_shift=cfg.timestep_shift)
-    model = build_dit_from_meta(dit_meta(plan))
-    if plan.parent_weights:  # the previous stage or the teacher: new parts start at zero
-        load_weights(store, plan.parent_weights, model, strict=False)
-    if plan.task == "teacher":
-        return model, teacher_objective
-
-    from models.distill import BatchDistillation, GuidanceDistillation, StepDistillation
-    from models.sampling import GuidanceConfig
-
-    frozen = build_dit_from_meta(read_weights(store, plan.teacher_weights)["meta"])
-    load_weights(store, plan.teacher_weights, frozen)
-    if plan.task == "distill_guidance":
-        loss = GuidanceDistillation(frozen, shift=cfg.timestep_shift)
-        steps = cfg.sample_steps
-    else:
-        loss = StepDistillation(frozen, student_steps=cfg.student_steps,
-                                teacher_steps=cfg.teacher_steps, shift=cfg.timestep_shift)
-        steps = cfg.student_steps
-    # samples of a student: its own steps, one branch (the guidance is in the model)
-    return model, BatchDistillation(teacher_objective, loss, steps,
-                                    GuidanceConfig(text_scale=1.0, reference_scale=1.0))
-
-
 # --- the loop -------------------------------------------------------------------------------
 
 
 def main(plan_path: str) -> None:
     settings = configure()
+    import deepspeed  # after configure(): these two read the environment when imported
+    import mlflow
+
     plan = TrainPlan.from_json(Path(plan_path).read_text())
-    cfg = plan.config
-    import deepspeed
+    cfg = plan.run.train
+
+    def log(metrics: dict, step: int) -> None:
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, step=step)
 
     deepspeed.init_distributed(dist_backend="gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -167,30 +161,21 @@ def main(plan_path: str) -> None:
     generator = torch.Generator().manual_seed(plan.seed + rank)
     store = open_store(settings)
     manifest = load_manifest(store, plan.dataset, plan.dataset_digest)
-    device = torch.device("cpu")  # deepspeed's accelerator decides on GPUs; tiny runs on CPU
 
-    teaching = plan.task == "teacher" and plan.stage >= 1  # condition dropout, static clips
     train_data = shard_dataset(
-        settings, manifest, "train", seed=plan.seed,
-        cross_identity=cfg.cross_identity if plan.stage >= 3 else 0.0,
-        static_prob=cfg.static_prob if teaching else 0.0,
-        dropout=ConditionDropout() if teaching else None)
+        settings, manifest, "train", seed=plan.seed, cross_identity=plan.cross_identity,
+        static_prob=plan.static_prob,
+        dropout=ConditionDropout() if plan.condition_dropout else None)
+    # validation on held-out pairs of the kind the run trains on, the same every step
     val_data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
-                             distributed=False,
-                             cross_identity=1.0 if plan.stage >= 3 else 0.0, dropout=None)
+                             distributed=False, cross_identity=float(plan.cross_identity > 0),
+                             dropout=None)
     val = [b for _, b in zip(range(cfg.val_batches),
                              DataLoader(val_data, batch_size=plan.batch_size), strict=False)]
 
-    if plan.stage == 0:
-        from models.teacher import vae_loss
-
-        model = build_vae_from_meta({"preset": cfg.model_preset})
-        objective = None
-    else:
-        model, objective = build_dit_and_objective(plan, store)
-
+    model, objective = RUNS[plan.objective](plan, store)
     # The EMA copy is taken before DeepSpeed wraps the model, so it stays a plain module
-    # (picklable for the registry, no hooks into the process group).
+    # (no hooks into the process group).
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=cfg.weight_decay)
@@ -200,43 +185,17 @@ def main(plan_path: str) -> None:
                                            lr_scheduler=scheduler,
                                            config=deepspeed_config(plan))
 
-    def loss_of(module, batch, **kw):
-        if plan.stage == 0:
-            return vae_loss(module, batch, cfg.resolution, cfg.kl_weight)
-        return objective(module, batch, device=device, **kw)
-
-    def validate(module) -> float:
-        """Fixed batches, fixed t and noise: comparable across steps and stages."""
-        module.eval()
-        losses = []
-        with torch.no_grad():
-            for i, batch in enumerate(val):
-                if plan.stage == 0:
-                    losses.append(float(loss_of(module, batch)["recon_l1"]))
-                    continue
-                g = torch.Generator().manual_seed(i)
-                b, frames = batch["frames"].shape[:2]
-                t = torch.linspace(0.2, 0.8, b)
-                shape = (b, *objective.vae.latent_shape(frames, cfg.resolution, cfg.resolution))
-                noise = torch.randn(shape, generator=g)
-                losses.append(float(loss_of(module, batch, fixed_t=t, noise=noise)
-                                    ["total"]))
-        module.train()
-        return float(np.mean(losses)) if losses else float("nan")
-
     start = resume(engine, ema, store, plan, rank)
-    run = _mlflow_run(settings, plan) if rank == 0 else None
     if rank == 0:
+        mlflow.set_tracking_uri(tracking_uri(settings))
+        mlflow.start_run(run_id=plan.run_id)
         emit({"event": "start", "step": start, "total": plan.steps, "stage": plan.stage})
         if start == 0:
-            _log({"val_loss": validate(engine.module)}, 0)
+            log({"val_loss": objective.validate(engine.module, val)}, 0)
     data = batches(train_data, plan.batch_size)
     started, seen = time.perf_counter(), 0
     for step in range(start, plan.steps):
-        batch = next(data)
-        with_id = teaching and cfg.id_every and (step + 1) % cfg.id_every == 0
-        losses = loss_of(engine, batch, generator=generator, **({"with_id": True}
-                                                                 if with_id else {}))
+        losses = objective.loss(engine, next(data), step=step, generator=generator)
         engine.backward(losses["total"])
         engine.step()
         ema.update_parameters(engine.module)
@@ -247,40 +206,28 @@ def main(plan_path: str) -> None:
             emit({"event": "step", "step": done, "total": plan.steps,
                   "loss": float(losses["total"]), "samples_per_s": rate})
             if done % cfg.log_every == 0 or done == plan.steps:
-                _log({**{f"loss_{k}": float(v) for k, v in losses.items()},
+                log({**{f"loss_{k}": float(v) for k, v in losses.items()},
                       "lr": scheduler.get_last_lr()[0], "samples_per_s": rate}, done)
             if done % cfg.val_every == 0 or done == plan.steps:
-                _log({"val_loss": validate(engine.module), "val_loss_ema": validate(ema.module)},
-                     done)
-            if plan.stage >= 1 and (done % cfg.sample_every == 0 or done == plan.steps):
-                from flows.train_samples import log_samples
-
-                log_samples(ema.module, objective, val[0] if val else batch, cfg, done)
+                log({"val_loss": objective.validate(engine.module, val),
+                      "val_loss_ema": objective.validate(ema.module, val)}, done)
+            if val and (done % cfg.sample_every == 0 or done == plan.steps):
+                log_samples(ema.module, objective, val[0], plan.run.train_size, done)
         if done % cfg.checkpoint_every == 0 or done == plan.steps:
             save_checkpoint(engine, ema, store, plan, done, rank)
 
     if rank == 0:
         final = ema.module
-        if plan.stage == 0:  # latent statistics so the DiT sees ~unit-variance latents
-            with torch.no_grad():
-                from models.teacher import to_pixels
-
-                final.fit_latent_stats([final.encode(to_pixels(b["frames"], cfg.resolution))
-                                        .mode() for b in val])
-        meta = {"kind": "vae", "preset": cfg.model_preset, "resolution": cfg.resolution} \
-            if plan.stage == 0 else dit_meta(plan)
-        save_weights(store, weights_key(plan.run_id), final,
-                     {**meta, "frames": manifest["clip_spec"]["frames"],
-                      "dataset_digest": plan.dataset_digest})
-        import mlflow
-
-        # The registry entry: the EMA model itself, loadable with mlflow.pytorch.load_model.
+        objective.finalize(final, val)
+        meta = {**plan.model, "frames": manifest["clip_spec"]["frames"],
+                "dataset_digest": plan.dataset_digest}
+        save_weights(store, weights_key(plan.run_id), final, meta)
+        # The run's logged model: the EMA module, loadable with mlflow.pytorch.load_model.
         info = mlflow.pytorch.log_model(final, name="model", serialization_format="pickle",
                                         pip_requirements=[])
         emit({"event": "done", "step": plan.steps, "weights": weights_key(plan.run_id),
               "model_uri": info.model_uri})
-        if run is not None:
-            mlflow.end_run()
+        mlflow.end_run()
     dist.barrier()
 
 
@@ -312,24 +259,9 @@ def save_checkpoint(engine, ema, store: ObjectStore, plan: TrainPlan, step: int,
         upload_checkpoint_files(store, plan.run_id, tag, Path(tmp) / tag)
         dist.barrier()
         if rank == 0:
-            commit_checkpoint(store, plan.run_id, tag, keep=plan.config.keep_checkpoints)
+            commit_checkpoint(store, plan.run_id, tag, keep=plan.run.train.keep_checkpoints)
             emit({"event": "checkpoint", "step": step, "tag": tag})
         dist.barrier()
-
-
-def _mlflow_run(settings, plan: TrainPlan):
-    import mlflow
-
-    from flows.tracking import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri(settings))
-    return mlflow.start_run(run_id=plan.run_id)
-
-
-def _log(metrics: dict, step: int) -> None:
-    import mlflow
-
-    mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, step=step)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
 """Distilling the teacher into a few-step student without classifier-free guidance.
 
-Two stages, each a plain objective over (clean latents, conditions) that flows/train_worker
-optimises like any other:
+Two stages, each a plain loss over (clean latents, conditions) that
+models/objectives.DistillationObjective feeds with dataset batches:
 
-A. Guidance merge (Meng et al., "On Distillation of Guided Diffusion Models", CVPR 2023):
+The guidance stage (Meng et al., "On Distillation of Guided Diffusion Models", CVPR 2023):
    the student, initialised from the teacher plus a zero-initialised guidance-scale
    embedding, regresses the teacher's three-branch guided velocity at random scales in one
    evaluation. Afterwards one call replaces three.
 
-B. Few steps, by segment-wise trajectory distillation, the one-phase form of progressive
+The steps stage: few steps, by segment-wise trajectory distillation, the one-phase form of progressive
    distillation (Salimans & Ho, ICLR 2022) that TRACT (Berthelot et al., 2023) generalised:
    the sampling interval is cut into `student_steps` segments; for a noised latent at a
-   segment's start the frozen stage-A model integrates the segment with `teacher_steps /
+   segment's start the frozen guidance-stage model integrates the segment with `teacher_steps /
    student_steps` Euler steps, and the student learns the single straight step that lands
    on the same point. Rectified-flow trajectories are nearly straight, so one phase
    suffices (rather than halving steps over log2(50/4) rounds), and unlike consistency or
@@ -53,7 +53,7 @@ def guided_velocity(teacher: nn.Module, x: Tensor, t: Tensor, cond: Conditions,
 
 
 class GuidanceDistillation:
-    """Stage A: student(x_t, t, cond + scales) ≈ teacher's guided velocity at those scales."""
+    """The guidance stage: student(x_t, t, cond + scales) ≈ teacher's guided velocity at those scales."""
 
     def __init__(self, teacher: nn.Module, *, text_range: tuple[float, float] = (1.0, 4.0),
                  reference_range: tuple[float, float] = (1.0, 2.0), shift: float = 1.0):
@@ -80,7 +80,7 @@ class GuidanceDistillation:
 
 
 class StepDistillation:
-    """Stage B: one student step per segment = the stage-A model's `teacher_steps /
+    """The steps stage: one student step per segment = the guidance-stage model's `teacher_steps /
     student_steps` Euler steps over it (the student keeps its default guidance scales)."""
 
     def __init__(self, teacher: nn.Module, *, student_steps: int = 4, teacher_steps: int = 48,
@@ -121,27 +121,3 @@ class StepDistillation:
         pred = student(x, t_start, cond)
         loss = F.mse_loss(pred.float(), target.float())
         return {"step_distillation": loss, "total": loss}
-
-
-class BatchDistillation:
-    """A distillation loss on dataset batches: the teacher objective's `prepare` (VAE
-    latents and conditions, no condition dropout) followed by the loss. `sampling` says how
-    the student samples (steps, guidance) for the samples logged during training."""
-
-    def __init__(self, base, loss: GuidanceDistillation | StepDistillation, steps: int,
-                 guidance: GuidanceConfig):
-        self.base, self.loss = base, loss
-        self.sampling = (steps, guidance)
-
-    @property
-    def vae(self) -> nn.Module:
-        return self.base.vae
-
-    def prepare(self, batch: dict, device):
-        return self.base.prepare(batch, device)
-
-    def __call__(self, model: nn.Module, batch: dict, *, device, generator=None,
-                 fixed_t: Tensor | None = None, noise: Tensor | None = None,
-                 with_id: bool = False) -> dict[str, Tensor]:
-        x0, cond, _ = self.base.prepare(batch, device)
-        return self.loss(model, x0, cond, generator=generator, fixed_t=fixed_t, noise=noise)

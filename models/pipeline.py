@@ -26,9 +26,9 @@ import torch
 from models.conditions import Conditions, build_conditions, reference_identity
 from models.curation import CurationThresholds, action_phrase_from_keypoints, motion_intensity
 from models.errors import InvalidInput
+from models.frames import to_uint8
 from models.motion import HolisticExtractor, NoPersonFound, retarget
 from models.sampling import FlowMatchSampler, GuidanceConfig
-from models.teacher import to_uint8
 
 
 @dataclass
@@ -142,13 +142,14 @@ def reference_identity_of(reference: np.ndarray, subject_library: list[np.ndarra
 
 
 class MotionControlPipeline:
-    def __init__(self, dit: torch.nn.Module, vae, text, *, size: int = 64, frames: int = 17,
-                 steps: int = 20, guidance: GuidanceConfig | None = None,
+    def __init__(self, dit: torch.nn.Module, vae, text, *, size: int, frames: int,
+                 steps: int, guidance: GuidanceConfig,
                  sampler: FlowMatchSampler | None = None,
                  thresholds: CurationThresholds | None = None):
+        """size, frames, steps and guidance are the model's (a registered version's meta,
+        from its profile: flows/profiles.py); a student's guidance is GuidanceConfig()."""
         self.dit, self.vae, self.text = dit.eval(), vae.eval(), text
-        self.size, self.frames, self.steps = size, frames, steps
-        self.guidance = guidance or GuidanceConfig(text_scale=3.0, reference_scale=1.5)
+        self.size, self.frames, self.steps, self.guidance = size, frames, steps, guidance
         self.sampler = sampler or FlowMatchSampler()
         self.thresholds = thresholds or CurationThresholds()
 

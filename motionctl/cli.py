@@ -178,7 +178,7 @@ def distill(teacher_version: int = typer.Option(None, "--teacher-version", min=1
     from flows.distill import run_distillation
 
     result = run_distillation(_settings(), teacher_version, force=force)
-    console.print(f"motioncontrol-student version {result.student.version} (stage A: version "
+    console.print(f"motioncontrol-student version {result.student.version} (guidance stage: version "
                   f"{result.guidance.version}) from motioncontrol-teacher version "
                   f"{result.teacher_version}")
 

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from flows.bundle import ModelBundle, load_bundle
+from flows.registry import ModelBundle, load_bundle
 from flows.settings import STUDENT_MODEL, ServeSettings, Settings
 from flows.store import open_store
 from models.assets import smollm2_gguf

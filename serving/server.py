@@ -133,7 +133,7 @@ def serve(settings: Settings, *, repository: Path | None = None, name: str = STU
     from serving.repository import build_repository
 
     if repository is None:
-        from flows.bundle import load_bundle
+        from flows.registry import load_bundle
 
         if alias is None and version is None:
             alias = "champion"

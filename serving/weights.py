@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from flows.bundle import ModelBundle, build_dit_from_meta, build_vae_from_meta
+from flows.registry import ModelBundle, build_model
 from models.assets import minilm_dir
 from models.text import TextEncoder
 
@@ -22,24 +22,24 @@ from models.text import TextEncoder
 def write_served_weights(bundle: ModelBundle, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": bundle.dit.state_dict(), "meta": bundle.meta}, folder / "dit.pt")
-    torch.save({"state_dict": bundle.vae.state_dict(), "meta": {"preset": bundle.meta["preset"]}},
+    torch.save({"state_dict": bundle.vae.state_dict(), "meta": bundle.vae_meta},
                folder / "vae.pt")
     shutil.copytree(minilm_dir(), folder / "text_encoder", dirs_exist_ok=True)
     (folder / "served.json").write_text(json.dumps(
         {"name": bundle.name, "version": bundle.version, "tags": bundle.tags,
-         "meta": bundle.meta}, indent=2, default=str))
+         "meta": bundle.meta, "vae_meta": bundle.vae_meta}, indent=2, default=str))
 
 
 def load_served_bundle(folder: Path) -> ModelBundle:
     served = json.loads((folder / "served.json").read_text())
-    dit_blob = torch.load(folder / "dit.pt", map_location="cpu", weights_only=False)
-    vae_blob = torch.load(folder / "vae.pt", map_location="cpu", weights_only=False)
-    dit = build_dit_from_meta(dit_blob["meta"])
-    dit.load_state_dict(dit_blob["state_dict"])
-    vae = build_vae_from_meta(vae_blob["meta"])
-    vae.load_state_dict(vae_blob["state_dict"])
-    return ModelBundle(served["name"], int(served["version"]), served["tags"], dit.eval(),
-                       vae.eval(), served["meta"])
+    models = {}
+    for part in ("dit", "vae"):
+        blob = torch.load(folder / f"{part}.pt", map_location="cpu", weights_only=True)
+        models[part] = build_model(blob["meta"])
+        models[part].load_state_dict(blob["state_dict"])
+        models[part].eval()
+    return ModelBundle(served["name"], int(served["version"]), served["tags"], models["dit"],
+                       models["vae"], served["meta"], served.get("vae_meta", {}))
 
 
 def load_served_pipeline(folder: Path, device: str = "cpu"):

@@ -1,31 +1,62 @@
-"""A tiny, randomly initialised student registered like the distill flow registers one, for
-tests and benchmarks of the registry and serving paths. Its weights are untrained: what is
-under test is the path a model takes, not the quality of what it generates."""
+"""Small, randomly initialised models for tests and benchmarks.
+
+A freshly built MotionDiT outputs exactly zero: its adaLN-Zero tables and every condition's
+output projection start at zero, so no input, and no condition, changes anything. A test on
+such a model passes even when a condition is wired to nothing. `perturb_zero_init` gives those
+parameters small random values, as a few training steps would, so that everything counts.
+`publish_tiny_student` registers one like the distill flow does (for the registry and serving
+paths): what is under test there is the path a model takes, not what it generates.
+"""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from flows import tracking
-from flows.bundle import publish_version, save_weights, weights_key
-from flows.settings import STUDENT_MODEL
-from flows.store import open_store
 from models.dit import DIT_PRESETS, MotionDiT
 from models.vae import VideoVAE
+
+
+def perturb_zero_init(model: nn.Module, seed: int = 0, scale: float = 0.05,
+                      skip: tuple[str, ...] = ()) -> nn.Module:
+    """Give every all-zero parameter (adaLN-Zero tables, zero-initialised output projections
+    and biases, zero null embeddings) seeded N(0, scale²) values, in place; parameters whose
+    names start with one of `skip` are left as they are. Returns the model."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith(skip) and not p.any():
+                noise = torch.randn(p.shape, generator=generator) * scale
+                p.copy_(noise.to(p.device, p.dtype))
+    return model
 
 
 def publish_tiny_student(settings, *, frames: int = 9, steps: int = 2, alias: str = "champion",
                          tags: dict[str, str] | None = None) -> tuple[int, MotionDiT]:
     """Register a random tiny MotionDiT (+ its VideoVAE) as a student version at `alias`."""
+    # Imported here: the model tests that only need perturb_zero_init do without MLflow.
+    from flows.profiles import profile_config
+    from flows.registry import (
+        build_model,
+        model_meta,
+        publish_version,
+        save_weights,
+        set_alias,
+        weights_key,
+    )
+    from flows.settings import STUDENT_MODEL
+    from flows.store import open_store
+    from flows.tracking import start_run
+
+    profile = profile_config("tiny")
     torch.manual_seed(0)
-    vae, dit = VideoVAE("tiny"), MotionDiT(DIT_PRESETS["tiny"], stage=3)
-    with tracking.start_run(settings, "distillation", run_name="tiny-student") as run:
+    vae_meta = model_meta(profile, "vae", 0)
+    meta = {**model_meta(profile, "steps", 3), "frames": frames, "sampler_steps": steps}
+    vae, dit = build_model(vae_meta), perturb_zero_init(build_model(meta))
+    with start_run(settings, "distillation", run_name="tiny-student") as run:
         vae_key = weights_key("vae-run")
-        save_weights(open_store(settings), vae_key, vae,
-                     {"kind": "vae", "stage": 0, "preset": "tiny", "resolution": 64})
-        meta = {"kind": "student", "stage": 3, "preset": "tiny", "resolution": 64,
-                "frames": frames, "sampler_steps": steps}
+        save_weights(open_store(settings), vae_key, vae, vae_meta)
         version = publish_version(settings, STUDENT_MODEL, run.info.run_id, dit, meta, vae_key,
                                   tags=tags)
-    tracking.set_alias(settings, STUDENT_MODEL, alias, version)
+    set_alias(settings, STUDENT_MODEL, alias, version)
     return version, dit

@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from flows.bundle import load_bundle, newest_version
+from flows.registry import load_bundle, newest_version
 from flows.datasets import load_manifest, shard_dataset
 from flows.runtime import configure
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL
@@ -32,7 +32,8 @@ from flows.store import open_store
 from models.metrics import keypoint_metrics, psnr, ssim
 from models.motion import HolisticExtractor
 from models.sampling import FlowMatchSampler
-from models.teacher import TeacherObjective, resize_frames, to_uint8
+from models.frames import resize_frames, to_uint8
+from models.objectives import LatentObjective
 from models.text import TextEncoder
 from tests.bench.common import print_table, timeit, write_report
 
@@ -69,14 +70,15 @@ def test_bench_distillation(models):
         "dual_teacher": (teacher.dit, TEACHER_STEPS, replace(teacher.guidance(), dual=True)),
         "student": (student.dit, student.steps, student.guidance()),
     }
-    prepare = TeacherObjective(teacher.vae, text, size).prepare
+    prepare = LatentObjective(teacher.vae, text, size, steps=teacher.steps,
+                              guidance=teacher.guidance()).prepare
     sampler = FlowMatchSampler()
     times = {m: [] for m in methods}
     quality = {m: [] for m in methods}
     nfe, dual_diff = {}, []
     with HolisticExtractor() as extractor:
         for i, batch in enumerate(pairs):
-            x0, cond, _ = prepare(batch, "cpu")
+            x0, cond, _ = prepare(batch)
             truth = resize_frames(batch["frames"], size)[0]
             outputs = {}
             for name, (dit, steps, guidance) in methods.items():

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from rich.console import Console
 
 from deploy.canary import AppliedRelease, ProbeResult, Prometheus, run_canary, track_values
-from flows import tracking
+from flows import registry, tracking
 from flows.settings import STUDENT_MODEL, load_settings
 
 NS, RELEASE = "motioncontrol", "motioncontrol"
@@ -73,14 +73,14 @@ def cluster(kube, monkeypatch):
     monkeypatch.setenv("MC_KUBE__STEP_WAIT_S", "0")
     monkeypatch.setenv("MC_KUBE__MIN_REQUESTS", "50")
     settings = load_settings()
-    tracking._mlflow(settings)  # point mlflow at the embedded SQLite under MC_HOME
+    tracking.connect(settings)  # point mlflow at the embedded SQLite under MC_HOME
     client = MlflowClient()
     client.create_registered_model(STUDENT_MODEL)
     for version in (1, 2):  # registry entries only: the weights are not what is tested here
         weights_dir = settings.home / f"student-v{version}"
         weights_dir.mkdir(parents=True)
         client.create_model_version(STUDENT_MODEL, source=weights_dir.as_uri())
-    tracking.set_alias(settings, STUDENT_MODEL, "champion", 1)
+    registry.set_alias(settings, STUDENT_MODEL, "champion", 1)
     release = AppliedRelease(settings, kube.api_client())
     release.apply(track_values({}, stable=1))
     return settings, release
@@ -137,7 +137,7 @@ def test_promote(kube, cluster):
     assert any(a.endswith("/motioncontrol/model-repository/2") for a in args)
     assert deployment(kube, "canary") is None  # the canary track is gone
     assert kube.object("v1/services", NS, f"{RELEASE}-canary") is None
-    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == 2
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 2
     assert "promoted" in output and "advance" in output
 
 
@@ -158,7 +158,7 @@ def test_rollback(kube, cluster, failing_step, numbers, reason):
     assert len(history) == failing_step + 2  # install, each canary step, the rollback
     assert deployment(kube, "canary") is None
     assert deployment(kube, "stable")["metadata"]["labels"]["motioncontrol.dev/model-version"] == "1"
-    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == 1  # unchanged
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 1  # unchanged
     assert "rolled back" in output and reason in output
 
 

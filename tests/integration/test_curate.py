@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 
 from flows.datasets import shard_dataset
-from flows.tracking import _mlflow
+from flows.tracking import connect
 from tests.integration.conftest import MOTIONCTL, curate
 
 
@@ -51,7 +51,7 @@ def test_shards_stream_from_the_store_with_annotations(curated):
 
 def test_mlflow_run_has_counts_digest_and_plots(curated):
     _, settings, manifest, _ = curated
-    _mlflow(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
+    connect(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
     runs = mlflow.search_runs(experiment_names=["curation"], output_format="list")
     assert len(runs) == 1
     run = runs[0]
@@ -71,7 +71,7 @@ def test_same_inputs_reuse_the_dataset(curated):
     env, settings, manifest, _ = curated
     again = curate(env)
     assert "reused" in again.stdout and manifest["digest"] in again.stdout
-    _mlflow(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
+    connect(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
     assert len(mlflow.search_runs(experiment_names=["curation"], output_format="list")) == 1
 
 

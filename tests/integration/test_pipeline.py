@@ -15,7 +15,7 @@ import subprocess
 import mlflow
 
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
-from flows.tracking import _mlflow, tracking_uri
+from flows.tracking import connect, tracking_uri
 from tests.conftest import free_port
 from tests.integration.conftest import MOTIONCTL, SMALL
 
@@ -45,7 +45,7 @@ def test_pipeline_ends_with_a_champion_student_and_an_evaluation(tmp_path, video
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = proc.stdout[proc.stdout.index("evaluation: held-out benchmark set"):]
     assert all(word in table for word in ("pose_pck", "static", "tps", "truth", "VAE"))
-    _mlflow(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
+    connect(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
     client = mlflow.MlflowClient()
     champion = client.get_model_version_by_alias(STUDENT_MODEL, "champion")
     assert champion.tags["distill_stage"] == "steps" and champion.tags["nfe"] == "4"

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 import torch
 
-from flows import tracking
+from flows import registry, tracking
 from flows.errors import MotionControlError, ServiceUnavailable
 from flows.settings import STUDENT_MODEL, load_settings
 from tests.conftest import free_port
@@ -44,19 +44,19 @@ def test_run_records_settings_commit_and_dataset(stack_settings, monkeypatch):
 
 def test_register_alias_load_and_rollback(stack_settings):
     s = stack_settings
-    v1 = tracking.register_version(s, _log_tiny_model(s, 1.0), STUDENT_MODEL,
+    v1 = registry.register_version(s, _log_tiny_model(s, 1.0), STUDENT_MODEL,
                                    tags={"teacher_version": "7"})
-    v2 = tracking.register_version(s, _log_tiny_model(s, 2.0), STUDENT_MODEL)
+    v2 = registry.register_version(s, _log_tiny_model(s, 2.0), STUDENT_MODEL)
     assert v2 == v1 + 1
 
-    assert tracking.set_alias(s, STUDENT_MODEL, "champion", v1) is None
-    assert tracking.set_alias(s, STUDENT_MODEL, "champion", v2) == v1
-    assert tracking.alias_version(s, STUDENT_MODEL, "champion") == v2
-    model = tracking.load_model(s, STUDENT_MODEL, alias="champion", flavor="pytorch")
+    assert registry.set_alias(s, STUDENT_MODEL, "champion", v1) is None
+    assert registry.set_alias(s, STUDENT_MODEL, "champion", v2) == v1
+    assert registry.alias_version(s, STUDENT_MODEL, "champion") == v2
+    model = registry.load_model(s, STUDENT_MODEL, alias="champion", flavor="pytorch")
     assert torch.allclose(model(torch.ones(1, 3)), torch.full((1, 2), 6.0))
 
-    assert tracking.rollback_alias(s, STUDENT_MODEL, "champion") == v1
-    model = tracking.load_model(s, STUDENT_MODEL, alias="champion", flavor="pytorch")
+    assert registry.rollback_alias(s, STUDENT_MODEL, "champion") == v1
+    model = registry.load_model(s, STUDENT_MODEL, alias="champion", flavor="pytorch")
     assert torch.allclose(model(torch.ones(1, 3)), torch.full((1, 2), 3.0))
     client = mlflow.MlflowClient()
     assert client.get_model_version(STUDENT_MODEL, str(v1)).tags["teacher_version"] == "7"
@@ -64,9 +64,9 @@ def test_register_alias_load_and_rollback(stack_settings):
 
 def test_registry_errors_are_clear(stack_settings):
     with pytest.raises(MotionControlError, match="unknown alias"):
-        tracking.set_alias(stack_settings, STUDENT_MODEL, "prod", 1)
+        registry.set_alias(stack_settings, STUDENT_MODEL, "prod", 1)
     with pytest.raises(MotionControlError, match="cannot load models:/nope@champion"):
-        tracking.load_model(stack_settings, "nope", alias="champion")
+        registry.load_model(stack_settings, "nope", alias="champion")
     with pytest.raises(MotionControlError, match="unknown experiment"):
         tracking.ensure_experiment(stack_settings, "scratch")
 

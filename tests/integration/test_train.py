@@ -14,7 +14,7 @@ import pytest
 from flows.checkpoints import latest_checkpoint, step_tag
 from flows.settings import TEACHER_MODEL
 from flows.store import open_store
-from flows.tracking import _mlflow
+from flows.tracking import connect
 from tests.integration.conftest import MOTIONCTL
 
 FAST = {"MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VAL_EVERY": "4",
@@ -52,7 +52,7 @@ def test_killed_stage_resumes_from_its_last_checkpoint(trained_stage0):
     env, settings, second = trained_stage0
     assert "resuming stage 0" in second.stdout
     assert "resumed at step 4" in second.stdout or "resumed at step 6" in second.stdout
-    _mlflow(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
+    connect(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
     runs = mlflow.search_runs(experiment_names=["teacher"], output_format="list",
                               filter_string="tags.`mc.stage` = '0'")
     assert len(runs) == 1  # the same run, continued
@@ -70,7 +70,7 @@ def test_stage1_starts_from_stage0_and_logs_samples(trained_stage0):
     env, settings, _ = trained_stage0
     proc = train({**env, "MC_TRAIN__STEPS": "4"}, 1)
     assert "stage 1" in proc.stdout
-    _mlflow(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
+    connect(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
     (run,) = mlflow.search_runs(experiment_names=["teacher"], output_format="list",
                                 filter_string="tags.`mc.stage` = '1'")
     client = mlflow.MlflowClient()

@@ -5,7 +5,7 @@ The DiT and VAE are untrained tiny models: this tests the registry contract, not
 import pytest
 import torch
 
-from flows.bundle import load_bundle
+from flows.registry import load_bundle
 from flows.errors import MotionControlError
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
 from models.assets import sample_data

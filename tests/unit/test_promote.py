@@ -9,11 +9,12 @@ import pytest
 
 from flows import tracking
 from flows.promote import PromotionRefused, run_promotion
+from flows.registry import alias_version
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
 
 
 def register(settings, name: str, metrics: dict, **tags) -> int:
-    client = tracking._mlflow(settings).MlflowClient()
+    client = tracking.connect(settings).MlflowClient()
     with contextlib.suppress(Exception):  # already registered
         client.create_registered_model(name)
     tags = {**{f"eval.{k}": str(v) for k, v in metrics.items()}, **tags}
@@ -35,7 +36,7 @@ def test_a_good_student_becomes_candidate_then_champion(registry):
     result = run_promotion(settings, good)
     assert result.alias == "candidate" and all(g.passed for g in result.gates)
     run_promotion(settings, to="champion")
-    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == good
+    assert alias_version(settings, STUDENT_MODEL, "champion") == good
 
 
 def test_a_worse_model_is_refused_with_the_failed_gate_and_rollback_restores(registry):
@@ -48,16 +49,16 @@ def test_a_worse_model_is_refused_with_the_failed_gate_and_rollback_restores(reg
     message = str(refused.value)
     assert "student vs teacher" in message and "pose_pck 0.4 vs 0.6" in message
     assert "worse by 0.2" in message and "champion v" in message
-    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == good  # untouched
+    assert alias_version(settings, STUDENT_MODEL, "champion") == good  # untouched
 
     # a release that passed the gates, then turned out bad in production: roll it back
     newer = register(settings, STUDENT_MODEL, {"pose_pck": 0.59, "ssim": 0.70, "latency_s": 2.0},
                      teacher_version=str(teacher), distill_stage="steps")
     run_promotion(settings, newer, to="champion")
-    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == newer
+    assert alias_version(settings, STUDENT_MODEL, "champion") == newer
     restored = run_promotion(settings, to="champion", rollback=True)
     assert restored.version == good
-    assert tracking.alias_version(settings, STUDENT_MODEL, "champion") == good
+    assert alias_version(settings, STUDENT_MODEL, "champion") == good
 
 
 def test_latency_budget_and_missing_evaluation(registry, monkeypatch):

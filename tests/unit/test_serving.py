@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from flows.bundle import load_bundle
+from flows.registry import load_bundle
 from flows.errors import ServiceUnavailable
 from flows.settings import STUDENT_MODEL, ServeSettings, load_settings
 from models.assets import sample_data

@@ -7,7 +7,7 @@ from flows.settings import REPO_ROOT, load_settings
 def test_defaults_are_the_tiny_local_profile(monkeypatch):
     monkeypatch.delenv("MC_HOME")
     s = load_settings()
-    assert s.profile == "tiny" and s.device == "cpu"
+    assert s.profile == "tiny"
     assert s.home == REPO_ROOT / ".local"
     assert s.store_backend == "local" and s.store_root == s.home / "store"
     assert s.mlflow_db == s.home / "mlflow.db"
@@ -18,7 +18,7 @@ def test_env_prefix_and_dotenv(tmp_path, monkeypatch):
     (tmp_path / ".env").write_text("MC_PROFILE=small\nMC_PREFECT_PORT=4300\n")
     monkeypatch.setenv("MC_PREFECT_PORT", "4400")  # the environment beats .env
     s = load_settings()
-    assert s.profile == "small" and s.device == "cuda"
+    assert s.profile == "small"
     assert s.prefect_port == 4400
 
 

@@ -11,8 +11,10 @@ from flows.checkpoints import (
     step_tag,
     upload_checkpoint_files,
 )
+from flows.profiles import profile_config
+from flows.registry import build_model, model_meta
 from flows.store import LocalStore
-from flows.train_config import TRAIN_PRESETS, TrainPlan
+from flows.train_plan import TrainPlan
 from flows.train_worker import warmup_cosine
 from models.data.dataset import still_example
 
@@ -28,11 +30,31 @@ def test_warmup_then_cosine_to_the_floor():
 
 
 def test_plan_round_trips_through_json():
-    plan = TrainPlan(stage=2, run_id="abc", dataset="motion", dataset_digest="d1",
-                     config=TRAIN_PRESETS["tiny"], steps=7, lr=1e-3, batch_size=2,
+    run = profile_config("tiny")
+    plan = TrainPlan(objective="teacher", stage=2, run_id="abc", dataset="motion",
+                     dataset_digest="d1", run=run, model=model_meta(run, "teacher", 2),
+                     steps=7, lr=1e-3, batch_size=2, cross_identity=0.5,
                      parent_weights="checkpoints/x/final/weights.pt")
     again = TrainPlan.from_json(plan.to_json())
-    assert again == plan and again.config.stages[3] == TRAIN_PRESETS["tiny"].stages[3]
+    assert again == plan and again.run.train.stages[3] == run.train.stages[3]
+    assert again.run.dit == run.dit and again.run.vae == run.vae  # tuples survive JSON
+
+
+@pytest.mark.parametrize("objective", ["vae", "teacher", "guidance", "steps"])
+def test_model_meta_rebuilds_the_model_it_describes(objective):
+    run = profile_config("debug")
+    meta = model_meta(run, objective, 0 if objective == "vae" else 3)
+    model = build_model(meta)
+    if objective == "vae":
+        assert model.config == run.vae
+        return
+    assert model.config.dim == run.dit.dim and model.stage == 3
+    # a student takes its guidance scales as an input; a teacher samples with its profile's
+    assert model.config.guidance_embed == (objective != "teacher")
+    steps = run.sampling.student_steps if objective == "steps" else run.sampling.teacher_steps
+    assert meta["sampler_steps"] == steps
+    assert meta["guidance"] == ([run.sampling.text_scale, run.sampling.reference_scale]
+                                if objective == "teacher" else [1.0, 1.0])
 
 
 def test_checkpoints_upload_latest_prune_and_download(tmp_path):
