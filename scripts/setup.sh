@@ -23,7 +23,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 STAMP="$VENV/.mc-setup-stamp"
-CHECKOV_VERSION=3.3.30  # scans the rendered Helm charts (tests/unit/test_helm_charts.py)
+CHECKOV_VERSION=3.3.30  # scans the rendered Helm charts (tests/unit/deploy/test_helm_charts.py)
 inputs_hash=$(cat scripts/setup.sh requirements/*.txt requirements/*.in pyproject.toml | sha256sum | cut -d' ' -f1)
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$inputs_hash" && -x "$VENV/bin/motionctl" ]]; then

@@ -5,7 +5,7 @@ promote to champion.
 
 Steps are cut to a few per stage (the wiring is under test, not the quality, which the
 README's measured figures cover); the promotion gates are loosened accordingly (they have
-their own tests in tests/unit/test_promote.py)."""
+their own tests in tests/unit/flows/test_promote.py)."""
 
 from __future__ import annotations
 
