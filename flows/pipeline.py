@@ -4,7 +4,7 @@ from data to a promoted model, each one reused when its inputs have not changed.
     curate -> train stages 0-3 -> distill (guidance merge, few steps) -> evaluate
            -> promote (gates -> candidate) [-> champion]
 
-It ends in the MLflow registry (DESIGN.md section 2): serving starts from the alias.
+It ends in the MLflow registry (docs/architecture.md section 2): serving starts from the alias.
 """
 
 from __future__ import annotations

