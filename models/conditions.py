@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,9 +27,15 @@ from torch import Tensor
 from models.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from models.dit import DiTConfig
     from models.text import TextEncoder
 
-FACE_POINTS, FACE_CODE_DIM, IDENTITY_DIM = 68, 3, 128
+# The conditions a caller can drop (replace by the model's learned null embedding) for
+# classifier-free guidance: the keys of the DiT's `drop` masks. "reference" drops the
+# reference frames and every identity token, "text" the caption and the action phrase.
+DROP_KEYS = ("text", "reference", "body", "face", "hands", "camera", "intensity")
+FACE_POINTS, FACE_CODE_DIM = 68, 3  # expression codes: 68 iBUG landmarks x 3 coordinates
+IDENTITY_DIM = 128  # dlib face embedding
 
 
 @dataclass
@@ -90,6 +96,69 @@ class Conditions:
         scales = [torch.as_tensor(s, dtype=torch.float32, device=device).expand(b)
                   for s in (text_scale, reference_scale)]
         return dataclasses.replace(self, guidance=torch.stack(scales, 1))
+
+    def check(self, latents: Tensor, t: Tensor, config: DiTConfig,
+              drop: Mapping[str, Tensor | bool] | None = None) -> dict[str, Tensor]:
+        """Raise InvalidInput, naming the tensor and the shape it needs, where the noisy
+        latents (B, C, T', h, w), their times t (B,), these conditions or the drop masks do
+        not fit each other and `config` (a models.dit.DiTConfig). Returns the drop masks
+        completed: a (B,) bool tensor for each of DROP_KEYS (False where not given)."""
+        c = config
+        if latents.ndim != 5 or latents.shape[1] != c.latent_channels:
+            raise InvalidInput(f"x must be (B, {c.latent_channels}, T, H, W) latents, "
+                               f"got {tuple(latents.shape)}")
+        b, _, frames, h, w = latents.shape
+        if any(n % p for n, p in zip((frames, h, w), c.patch_size, strict=True)):
+            raise InvalidInput(f"latent (T, H, W) = {(frames, h, w)} must be divisible by "
+                               f"patch_size {c.patch_size}")
+        if t.shape != (b,):
+            raise InvalidInput(f"t must be ({b},) times in [0, 1], got {tuple(t.shape)}")
+
+        # The pixel (T, H, W) these latents decode to, as the VAE's factors give it.
+        pixels = (1 + c.temporal_factor * (frames - 1), h * c.spatial_factor,
+                  w * c.spatial_factor)
+        k = self.subject_library.shape[1] if self.subject_library.ndim == 5 else -1
+        expect = {  # None: any size
+            "reference_latents": (b, c.latent_channels, None, h, w),
+            "body_maps": (b, 3, *pixels), "hand_maps": (b, 3, *pixels),
+            "face_codes": (b, pixels[0], FACE_POINTS, FACE_CODE_DIM),
+            "identity_embedding": (b, IDENTITY_DIM), "identity_valid": (b,),
+            "reference_pixels": (b, 3, *pixels[1:]),
+            "subject_library": (b, None, 3, *pixels[1:]), "subject_mask": (b, k),
+            "text_tokens": (b, None, c.text_dim), "action_embedding": (b, c.text_dim),
+            "motion_intensity": (b,), "camera": (b, pixels[0], 3),
+        }
+        if self.anchor_latents is not None:
+            expect |= {"anchor_latents": tuple(latents.shape), "anchor_mask": (b, frames)}
+        if self.guidance is not None:
+            expect["guidance"] = (b, 2)
+        for name, shape in expect.items():
+            got = getattr(self, name)
+            if got is None or got.ndim != len(shape) or any(
+                    s is not None and g != s for g, s in zip(got.shape, shape, strict=True)):
+                raise InvalidInput(f"cond.{name} must have shape {shape} (None: any) for "
+                                   f"latents {tuple(latents.shape)}, got "
+                                   f"{None if got is None else tuple(got.shape)}")
+        if self.text_mask.shape != self.text_tokens.shape[:2]:
+            raise InvalidInput("cond.text_mask must match text_tokens' (B, L)")
+        if self.reference_latents.shape[2] < 1:
+            raise InvalidInput("cond.reference_latents needs the reference frame (R >= 1)")
+        if not bool(self.text_mask.bool().any(1).all()):
+            raise InvalidInput("cond.text_mask must keep at least one token per sample")
+
+        drop = dict(drop or {})
+        unknown = set(drop) - set(DROP_KEYS)
+        if unknown:
+            raise InvalidInput(f"unknown drop keys {sorted(unknown)}; use {DROP_KEYS}")
+        masks = {}
+        for key in DROP_KEYS:
+            mask = torch.as_tensor(drop.get(key, False), dtype=torch.bool,
+                                   device=latents.device)
+            if mask.ndim > 1 or (mask.ndim == 1 and mask.shape[0] != b):
+                raise InvalidInput(f"drop[{key!r}] must be a bool or a ({b},) mask, "
+                                   f"got shape {tuple(mask.shape)}")
+            masks[key] = mask.expand(b)
+        return masks
 
 
 # --------------------------------------------------------------------------- identity

@@ -2,32 +2,26 @@
 
 A Wan2.x-style DiT over VAE latents (3D patches, 3D RoPE self-attention, text cross-attention,
 shared timestep modulation with per-block tables: adaLN-Zero) carrying the Kling-MotionControl
-conditions, each with its own encoder, its own null embedding for classifier-free guidance and
-a stage switch:
+conditions. Each has its encoder (models/encoders.py), a null embedding that stands in for it
+when it is dropped (classifier-free guidance), and one of four ways into the DiT:
 
-    body / hands   pose maps -> 3D conv stack on the latent token grid, added to the video tokens
-    face           expression codes -> per-frame tokens, adapter cross-attention every k blocks
-    reference      reference (+ subject library) latent frames appended to the self-attention
-                   sequence at negative temporal positions, with a learned type embedding
-    identity       dlib embedding (MLP) + appearance encoder of the reference pixels + pooled
-                   subject library -> tokens, decoupled cross-attention with weight ip_scale
-                   (MotionCharacter Eq. 3)
-    action, intensity  [action phrase token, intensity token], a parallel cross-attention added
-                   to the text attention (MotionCharacter Eq. 8)
-    camera         per-frame (pan, tilt, log zoom) -> MLP, added to the tokens of each frame
-    anchors        given first/last latent frames added to their frames' tokens with a mask
-                   embedding (Kling-Avatar sub-clips of long videos)
+    added to the video tokens   body and hand pose maps, camera, anchor frames (long videos)
+    appended to the sequence    reference (+ subject library) latent frames, at negative
+                                RoPE times, with a learned type embedding
+    cross-attention             text; identity tokens (decoupled, weight ip_scale:
+                                MotionCharacter Eq. 3); [action, intensity] (Eq. 8)
+    face adapters               expression-code tokens, per frame, every face_every blocks
 
 Stage 1 uses the body, stage 2 adds the face, stage 3 the hands; every new output projection
 starts at zero, so a later stage loaded from the previous one changes nothing at step 0.
-Module names follow diffusers' `WanTransformer3DModel` (see models/convert_wan.py).
+Module names follow diffusers' `WanTransformer3DModel` (models/convert_wan.py); checkpoints
+depend on them, so tests/unit/models/dit_state_dict_keys.txt pins every key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -36,15 +30,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from models.encoders import (
+    MLP,
+    CameraEncoder,
+    FaceAdapter,
+    FaceEncoder,
+    GuidanceEncoder,
+    IdentityEncoder,
+    IntensityEncoder,
+    PoseEncoder,
+    attend,
+    causal_groups,
+    key_mask,
+    sinusoidal,
+)
 from models.errors import InvalidInput
 
 if TYPE_CHECKING:
     from models.conditions import Conditions
 
-DROP_KEYS = ("text", "reference", "body", "face", "hands", "camera", "intensity")
 STAGES = (1, 2, 3)
-FACE_POINTS, FACE_CODE_DIM = 68, 3
-IDENTITY_DIM = 128  # dlib face embedding
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ class DiTConfig:
 
 
 DIT_PRESETS: dict[str, DiTConfig] = {
+    # Unit tests only (sized like diffusers' test models): latents 4 x 5 x 8 x 8, seconds on CPU.
+    "debug": DiTConfig("debug", latent_channels=4, patch_size=(1, 2, 2), dim=32, depth=2, heads=2,
+                       ffn_dim=64, face_every=1, freq_dim=32, pose_width=4, appearance_width=4),
     # CPU: 64² px x 17 frames -> latents 5x8x8 (spatial_factor=4: 5x16x16).
     "tiny": DiTConfig("tiny", latent_channels=16, patch_size=(1, 2, 2), dim=128, depth=4,
                       heads=4, ffn_dim=512, face_every=2),
@@ -133,14 +141,6 @@ DIT_PRESETS: dict[str, DiTConfig] = {
 
 # --------------------------------------------------------------------------- building blocks
 
-def sinusoidal(x: Tensor, dim: int) -> Tensor:
-    """(B,) -> (B, dim) [cos, sin] features (diffusers `Timesteps(flip_sin_to_cos=True)`)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device) / half)
-    args = x.float()[:, None] * freqs
-    return F.pad(torch.cat([args.cos(), args.sin()], -1), (0, dim % 2))
-
-
 def rope_angles(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """cos, sin (N, head_dim / 2) of 3D RoPE at (N, 3) float (t, y, x) positions; channels
     split as Wan's: y and x get 2 * (head_dim // 6) each, time the rest."""
@@ -154,44 +154,12 @@ def rope_angles(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor,
     return angles.cos().float(), angles.sin().float()
 
 
-def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-    """Rotate channel pairs (2i, 2i+1) of x (B, H, N, d)."""
-    cos, sin = rope
+def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor], heads: int) -> Tensor:
+    """Rotate channel pairs (2i, 2i+1) of each head of x (B, N, heads * d)."""
+    cos, sin = (a[:, None] for a in rope)  # (N, 1, d / 2): the same angles in every head
+    x = x.unflatten(-1, (heads, -1))
     x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2).type_as(x)
-
-
-def attend(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None = None,
-           rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """Multi-head attention on (B, N, D) projections; mask (B, 1, 1|N, M) bool, True = keep."""
-    q, k, v = (a.unflatten(-1, (heads, -1)).transpose(1, 2) for a in (q, k, v))
-    if rope is not None:
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).flatten(2)
-
-
-def key_mask(mask: Tensor | None) -> Tensor | None:
-    """(B, M) keep-mask -> SDPA mask, or None when nothing is masked (fast path)."""
-    return None if mask is None or bool(mask.all()) else mask[:, None, None, :]
-
-
-def zero_(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
-class MLP(nn.Module):
-    """linear_1 -> act -> linear_2 (diffusers' TimestepEmbedding / PixArt text projection)."""
-
-    def __init__(self, d_in: int, hidden: int, d_out: int, act: str = "silu"):
-        super().__init__()
-        self.linear_1 = nn.Linear(d_in, hidden)
-        self.act = nn.SiLU() if act == "silu" else nn.GELU(approximate="tanh")
-        self.linear_2 = nn.Linear(hidden, d_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(self.act(self.linear_1(x)))
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-3).type_as(x)
 
 
 class SelfAttention(nn.Module):
@@ -203,7 +171,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, rope, mask: Tensor | None) -> Tensor:
         q, k = self.norm_q(self.to_q(x)), self.norm_k(self.to_k(x))
-        return self.to_out(attend(q, k, self.to_v(x), self.heads, mask, rope))
+        q, k = apply_rope(q, rope, self.heads), apply_rope(k, rope, self.heads)
+        return self.to_out(attend(q, k, self.to_v(x), self.heads, mask))
 
 
 class CrossContext(NamedTuple):
@@ -262,145 +231,6 @@ class DiTBlock(nn.Module):
         return x + self.ffn(self.norm3(x) * (1 + c_scale) + c_shift) * c_gate
 
 
-# --------------------------------------------------------------------------- condition encoders
-
-def causal_groups(x: Tensor, dim: int, temporal_factor: int, latent_frames: int) -> Tensor:
-    """Pixel frames -> frames grouped per latent frame, as a causal video VAE groups them:
-    frame 0 alone, then `temporal_factor` at a time. The first frame is repeated
-    temporal_factor - 1 times in front, so axis `dim` becomes temporal_factor * latent_frames
-    (split it with `unflatten`)."""
-    frames = x.shape[dim]
-    if frames != 1 + temporal_factor * (latent_frames - 1):
-        raise InvalidInput(f"{frames} pixel frames do not make {latent_frames} latent frames "
-                           f"(need 1 + {temporal_factor} x (latent frames - 1))")
-    first = x.narrow(dim, 0, 1)
-    return torch.cat([first.expand_as(x.narrow(dim, 0, temporal_factor - 1)), x], dim) \
-        if temporal_factor > 1 else x
-
-
-def _widths(base: int, stages: int, cap: int) -> list[int]:
-    return [min(base * 2 ** i, cap) for i in range(stages)]
-
-
-class PoseEncoder(nn.Module):
-    """Pose maps (B, 3, T, H, W) in [0, 1] -> (B, N, dim) one embedding per video token: a 3D
-    conv stack with stride 2 per stage down to the latent token grid, zero-initialised output
-    (Wan-Animate adds it to the patch tokens)."""
-
-    def __init__(self, c: DiTConfig):
-        super().__init__()
-        pt, ph, _ = c.patch_size
-        down_t = int(math.log2(c.temporal_factor * pt))
-        down_s = int(math.log2(c.spatial_factor * ph))
-        layers, c_in = [], 3
-        for i, width in enumerate(_widths(c.pose_width, max(down_t, down_s, 1), c.dim)):
-            stride = (2 if i < down_t else 1, 2 if i < down_s else 1, 2 if i < down_s else 1)
-            layers += [nn.Conv3d(c_in, width, 3, stride=stride, padding=1), nn.SiLU()]
-            c_in = width
-        self.net = nn.Sequential(*layers)
-        self.proj = nn.Conv3d(c_in, c.dim, 1)
-
-    def forward(self, maps: Tensor) -> Tensor:
-        return self.proj(self.net(maps * 2 - 1)).flatten(2).transpose(1, 2)
-
-
-class AppearanceEncoder(nn.Module):
-    """Images (N, 3, H, W) in [-1, 1] -> (N, grid², dim) appearance tokens."""
-
-    def __init__(self, c: DiTConfig):
-        super().__init__()
-        layers, c_in = [], 3
-        for width in _widths(c.appearance_width, int(math.log2(c.spatial_factor)) + 1, c.dim):
-            layers += [nn.Conv2d(c_in, width, 3, stride=2, padding=1), nn.SiLU()]
-            c_in = width
-        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(c.appearance_grid))
-        self.proj = nn.Linear(c_in, c.dim)
-        self.norm = nn.LayerNorm(c.dim, eps=c.eps)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.norm(self.proj(self.net(images).flatten(2).transpose(1, 2)))
-
-
-class LibraryPool(nn.Module):
-    """Masked attention pooling of any number K >= 0 of subject-library images' appearance
-    tokens into `library_tokens` learned queries. A learned empty slot is always attendable,
-    so K = 0 (or all masked) gives a learned "no library" result instead of NaN."""
-
-    def __init__(self, c: DiTConfig):
-        super().__init__()
-        self.heads = c.heads
-        self.queries = nn.Parameter(torch.randn(c.library_tokens, c.dim) * 0.02)
-        self.empty = nn.Parameter(torch.randn(1, c.dim) * 0.02)
-        self.to_k, self.to_v = nn.Linear(c.dim, c.dim), nn.Linear(c.dim, c.dim)
-
-    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
-        """tokens (B, K, G, D), mask (B, K) -> (B, library_tokens, D)."""
-        b, k, g, d = tokens.shape
-        keys = torch.cat([self.empty.expand(b, 1, d), tokens.reshape(b, k * g, d)], 1)
-        keep = torch.cat([mask.new_ones(b, 1), mask.repeat_interleave(g, 1)], 1)
-        return attend(self.queries.expand(b, -1, -1), self.to_k(keys), self.to_v(keys),
-                      self.heads, key_mask(keep))
-
-
-class IdentityEncoder(nn.Module):
-    """Identity tokens [dlib (identity_tokens), reference appearance (grid²), subject library
-    (library_tokens)] for the decoupled cross-attention."""
-
-    def __init__(self, c: DiTConfig):
-        super().__init__()
-        self.n_id = c.identity_tokens
-        n = c.identity_tokens + c.appearance_grid ** 2 + c.library_tokens
-        self.face_id = MLP(IDENTITY_DIM, c.dim, c.identity_tokens * c.dim)
-        self.appearance = AppearanceEncoder(c)
-        self.library = LibraryPool(c)
-        self.null_face_id = nn.Parameter(torch.randn(c.identity_tokens, c.dim) * 0.02)
-        self.null = nn.Parameter(torch.randn(n, c.dim) * 0.02)  # reference dropped
-
-    def forward(self, cond: Conditions, drop: Tensor) -> Tensor:
-        b = cond.identity_embedding.shape[0]
-        face = self.face_id(cond.identity_embedding).unflatten(-1, (self.n_id, -1))
-        face = torch.where(cond.identity_valid.bool()[:, None, None], face, self.null_face_id)
-        k = cond.subject_library.shape[1]
-        images = torch.cat([cond.reference_pixels[:, None], cond.subject_library], 1)
-        look = self.appearance(images.flatten(0, 1)).unflatten(0, (b, k + 1))
-        library = self.library(look[:, 1:], cond.subject_mask)
-        tokens = torch.cat([face, look[:, 0], library], 1)
-        return torch.where(drop[:, None, None], self.null, tokens)
-
-
-class FaceEncoder(nn.Module):
-    """Expression codes (B, T, 68, 3) -> (B, T, face_tokens, dim) per pixel frame."""
-
-    def __init__(self, c: DiTConfig):
-        super().__init__()
-        self.n = c.face_tokens
-        self.mlp = MLP(FACE_POINTS * FACE_CODE_DIM, c.dim, c.face_tokens * c.dim)
-
-    def forward(self, codes: Tensor) -> Tensor:
-        return self.mlp(codes.flatten(2)).unflatten(-1, (self.n, -1))
-
-
-class FaceAdapter(nn.Module):
-    """Per-frame cross-attention of a latent frame's tokens to the face tokens of the pixel
-    frames it covers; zero-initialised output."""
-
-    def __init__(self, c: DiTConfig):
-        super().__init__()
-        self.heads = c.heads
-        self.norm_x = nn.LayerNorm(c.dim, eps=c.eps, elementwise_affine=False)
-        self.norm_face = nn.LayerNorm(c.dim, eps=c.eps)
-        self.to_q, self.to_k, self.to_v, self.to_out = (nn.Linear(c.dim, c.dim) for _ in range(4))
-        self.norm_q, self.norm_k = nn.RMSNorm(c.dim, eps=c.eps), nn.RMSNorm(c.dim, eps=c.eps)
-
-    def forward(self, x: Tensor, face: Tensor) -> Tensor:
-        """x (B, F, S, D) tokens per frame, face (B, F, M, D) -> (B, F, S, D)."""
-        b = x.shape[0]
-        x, face = x.flatten(0, 1), self.norm_face(face.flatten(0, 1))
-        q = self.norm_q(self.to_q(self.norm_x(x)))
-        out = attend(q, self.norm_k(self.to_k(face)), self.to_v(face), self.heads)
-        return self.to_out(out).unflatten(0, (b, -1))
-
-
 # --------------------------------------------------------------------------- the model
 
 class MotionDiT(nn.Module):
@@ -428,9 +258,9 @@ class MotionDiT(nn.Module):
         self.identity = IdentityEncoder(c)
         self.action_embedder = MLP(c.text_dim, d, d)
         self.null_action = nn.Parameter(torch.zeros(c.text_dim))
-        self.intensity_embedder = MLP(c.freq_dim, d, d)
+        self.intensity_embedder = IntensityEncoder(c)
         self.null_intensity = nn.Parameter(torch.randn(d) * 0.02)
-        self.camera_embedder = MLP(3 * c.temporal_factor * c.patch_size[0], d, d)
+        self.camera_embedder = CameraEncoder(c)
         self.null_camera = nn.Parameter(torch.zeros(d))
         self.anchor_embedding = nn.Conv3d(c.latent_channels, d, c.patch_size, stride=c.patch_size)
         self.anchor_mask_embedding = nn.Parameter(torch.zeros(d))
@@ -441,7 +271,7 @@ class MotionDiT(nn.Module):
         self.face_adapters = nn.ModuleList(FaceAdapter(c) for _ in range(c.depth // c.face_every))
         self.hands_encoder = PoseEncoder(c)
         self.null_hands = nn.Parameter(torch.zeros(d))
-        self.guidance_embedder = MLP(2 * c.freq_dim, d, d) if c.guidance_embed else None
+        self.guidance_embedder = GuidanceEncoder(c) if c.guidance_embed else None
 
         self.gradient_checkpointing = False
         self._init_weights()
@@ -468,8 +298,8 @@ class MotionDiT(nn.Module):
         zero_outputs += [adapter.to_out for adapter in self.face_adapters]
         if self.guidance_embedder is not None:  # a student starts as its teacher
             zero_outputs.append(self.guidance_embedder.linear_2)
-        for m in zero_outputs:
-            zero_(m)
+        for p in (p for m in zero_outputs for p in m.parameters()):
+            nn.init.zeros_(p)
 
     # ------------------------------------------------------------------ stages
 
@@ -494,85 +324,23 @@ class MotionDiT(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _drop(self, drop: dict[str, Tensor] | None, b: int, device) -> dict[str, Tensor]:
-        drop = dict(drop or {})
-        unknown = set(drop) - set(DROP_KEYS)
-        if unknown:
-            raise InvalidInput(f"unknown drop keys {sorted(unknown)}; use {DROP_KEYS}")
-        out = {}
-        for key in DROP_KEYS:
-            mask = torch.as_tensor(drop.get(key, False), dtype=torch.bool, device=device)
-            if mask.ndim > 1 or (mask.ndim == 1 and mask.shape[0] != b):
-                raise InvalidInput(f"drop[{key!r}] must be a bool or a ({b},) mask, "
-                                   f"got shape {tuple(mask.shape)}")
-            out[key] = mask.expand(b)
-        return out
-
-    def _check(self, x: Tensor, t: Tensor, cond: Conditions) -> None:
-        c = self.config
-        if x.ndim != 5 or x.shape[1] != c.latent_channels:
-            raise InvalidInput(f"x must be (B, {c.latent_channels}, T, H, W) latents, "
-                               f"got {tuple(x.shape)}")
-        b, _, frames, h, w = x.shape
-        if any(n % p for n, p in zip((frames, h, w), c.patch_size, strict=True)):
-            raise InvalidInput(f"latent (T, H, W) = {(frames, h, w)} must be divisible by "
-                               f"patch_size {c.patch_size}")
-        if t.shape != (b,):
-            raise InvalidInput(f"t must be ({b},) times in [0, 1], got {tuple(t.shape)}")
-        pixels = (1 + c.temporal_factor * (frames - 1), h * c.spatial_factor,
-                  w * c.spatial_factor)
-        k = cond.subject_library.shape[1] if cond.subject_library.ndim == 5 else -1
-        expect = {
-            "reference_latents": (b, c.latent_channels, None, h, w),
-            "body_maps": (b, 3, *pixels), "hand_maps": (b, 3, *pixels),
-            "face_codes": (b, pixels[0], FACE_POINTS, FACE_CODE_DIM),
-            "identity_embedding": (b, IDENTITY_DIM), "identity_valid": (b,),
-            "reference_pixels": (b, 3, *pixels[1:]),
-            "subject_library": (b, None, 3, *pixels[1:]), "subject_mask": (b, k),
-            "text_tokens": (b, None, c.text_dim), "action_embedding": (b, c.text_dim),
-            "motion_intensity": (b,), "camera": (b, pixels[0], 3),
-        }
-        if cond.anchor_latents is not None:
-            expect |= {"anchor_latents": tuple(x.shape), "anchor_mask": (b, frames)}
-        for name, shape in expect.items():
-            got = getattr(cond, name)
-            if got is None or got.ndim != len(shape) or any(
-                    s is not None and g != s for g, s in zip(got.shape, shape, strict=True)):
-                raise InvalidInput(f"cond.{name} must have shape {shape} (None: any) for "
-                                   f"latents {tuple(x.shape)}, got "
-                                   f"{None if got is None else tuple(got.shape)}")
-        if cond.text_mask.shape != cond.text_tokens.shape[:2]:
-            raise InvalidInput("cond.text_mask must match text_tokens' (B, L)")
-        if cond.reference_latents.shape[2] < 1:
-            raise InvalidInput("cond.reference_latents needs the reference frame (R >= 1)")
-        if not bool(cond.text_mask.bool().any(1).all()):
-            raise InvalidInput("cond.text_mask must keep at least one token per sample")
-
     @staticmethod
-    def _positions(h: int, w: int, t0: Tensor, device) -> Tensor:
-        """(len(t0) * h * w, 3) (t, y, x) positions of token frames at times t0."""
-        grid = torch.meshgrid(t0.to(device, torch.float64),
-                              torch.arange(h, device=device, dtype=torch.float64),
-                              torch.arange(w, device=device, dtype=torch.float64),
-                              indexing="ij")
-        return torch.stack(grid, -1).reshape(-1, 3)
+    def _positions(h: int, w: int, times: Tensor, device) -> Tensor:
+        """(len(times) * h * w, 3) (t, y, x) positions of token frames at `times`."""
+        axes = (times, torch.arange(h), torch.arange(w))
+        return torch.cartesian_prod(*(a.to(device, torch.float64) for a in axes))
 
     def _frame_conditions(self, cond: Conditions, drop: dict[str, Tensor],
                           grid: tuple[int, int, int]) -> Tensor:
         """What is added to the video tokens: body, hands, camera, anchors -> (B, N, D)."""
-        c, (frames, h, w) = self.config, grid
-        lat_frames = frames * c.patch_size[0]
-        add = 0
+        (frames, h, w), add = grid, 0
         for path, encoder, maps, null in (
                 ("body", self.body_encoder, cond.body_maps, self.null_body),
                 ("hands", self.hands_encoder, cond.hand_maps, self.null_hands)):
             if self.enabled(path):
-                enc = encoder(causal_groups(maps, 2, c.temporal_factor, lat_frames))
+                enc = encoder(maps, frames * self.config.patch_size[0])
                 add = add + torch.where(drop[path][:, None, None], null, enc)
-        cam = cond.camera
-        cam = torch.stack([cam[..., 0], cam[..., 1], cam[..., 2].clamp_min(1e-3).log()], -1)
-        cam = causal_groups(cam, 1, c.temporal_factor, lat_frames).unflatten(1, (frames, -1))
-        cam = self.camera_embedder(cam.flatten(2))  # (B, frames, D)
+        cam = self.camera_embedder(cond.camera, frames)  # (B, frames, D)
         cam = torch.where(drop["camera"][:, None, None], self.null_camera, cam)
         add = add + cam.repeat_interleave(h * w, 1)
         if cond.anchor_latents is not None:
@@ -603,77 +371,72 @@ class MotionDiT(nn.Module):
         return tokens, keep.repeat_interleave(h * w, 1), self._positions(h, w, times, ref.device)
 
     def _cross_context(self, cond: Conditions, drop: dict[str, Tensor]) -> CrossContext:
-        c = self.config
-        text, mask = cond.text_tokens, cond.text_mask.bool()
-        dt = drop["text"]
-        text = torch.where(dt[:, None, None], self.null_text, text)
-        first = torch.zeros_like(mask)
-        first[:, 0] = True
-        mask = torch.where(dt[:, None], first, mask)
+        dt, mask = drop["text"], cond.text_mask.bool()
+        text = torch.where(dt[:, None, None], self.null_text, cond.text_tokens)
+        first = torch.arange(mask.shape[1], device=mask.device) == 0
+        mask = torch.where(dt[:, None], first, mask)  # a dropped text: one null token
         action = torch.where(dt[:, None], self.null_action, cond.action_embedding)
-        intensity = self.intensity_embedder(
-            sinusoidal(cond.motion_intensity * c.intensity_scale, c.freq_dim).type_as(text))
+        intensity = self.intensity_embedder(cond.motion_intensity)
         intensity = torch.where(drop["intensity"][:, None], self.null_intensity, intensity)
         motion = torch.stack([self.action_embedder(action), intensity], 1)
         return CrossContext(self.text_embedder(text), key_mask(mask),
                             self.identity(cond, drop["reference"]), motion)
 
-    def _guidance_features(self, cond: Conditions, b: int, device) -> Tensor:
-        c = self.config
-        scales = cond.guidance if cond.guidance is not None else \
-            torch.tensor(c.default_guidance, device=device).expand(b, 2)
-        if scales.shape != (b, 2):
-            raise InvalidInput(f"cond.guidance must be ({b}, 2) scales, got {tuple(scales.shape)}")
-        # scales ~1-5 -> the timestep's sinusoid range (time_scale maps [0, 1] to [0, 1000])
-        feats = sinusoidal(scales.flatten() * 100.0, c.freq_dim).view(b, -1)
-        return feats.to(self.patch_embedding.weight.dtype)
+    def _face_tokens(self, cond: Conditions, drop: Tensor, token_frames: int) -> Tensor:
+        """Expression codes -> (B, token frames, M, D): for each token frame, the face tokens
+        of the pixel frames it covers."""
+        c, face = self.config, self.face_encoder(cond.face_codes)
+        face = torch.where(drop[:, None, None, None], self.null_face, face)
+        face = causal_groups(face, 1, c.temporal_factor, token_frames * c.patch_size[0])
+        return face.unflatten(1, (token_frames, -1)).flatten(2, 3)
 
     def forward(self, x: Tensor, t: Tensor, cond: Conditions,
                 drop: dict[str, Tensor] | None = None) -> Tensor:
         """Predicted flow-matching velocity (B, C, T, H, W) for noisy latents x at times t
-        (B,) in [0, 1] (1 = noise). drop: per-condition (B,) bool masks (DROP_KEYS); a dropped
-        condition is replaced by its null embedding."""
-        self._check(x, t, cond)
+        (B,) in [0, 1] (1 = noise). drop: per-condition (B,) bool masks, keys from
+        models.conditions.DROP_KEYS; a dropped condition is replaced by its null embedding."""
+        drop = cond.check(x, t, self.config, drop)
         c, dtype = self.config, self.patch_embedding.weight.dtype
         x, cond = x.to(dtype), cond.to(dtype=dtype)  # float conditions in the model's dtype
         b, _, lat_frames, lat_h, lat_w = x.shape
         pt, ph, pw = c.patch_size
-        grid = (lat_frames // pt, lat_h // ph, lat_w // pw)
-        drop = self._drop(drop, b, x.device)
+        grid = (lat_frames // pt, lat_h // ph, lat_w // pw)  # token frames, rows, columns
 
+        # 1. Patchify the noisy latents; body, hands, camera and anchors add to their tokens.
         video = self.patch_embedding(x).flatten(2).transpose(1, 2)
         video = video + self._frame_conditions(cond, drop, grid)
-        ref, ref_keep, ref_pos = self._reference_tokens(cond, drop["reference"])
-        seq = torch.cat([video, ref], 1)
         n_video = video.shape[1]
-        positions = torch.cat([self._positions(*grid[1:], torch.arange(grid[0]), x.device),
-                               ref_pos], 0)
-        rope = rope_angles(positions, c.head_dim, c.rope_theta)
+
+        # 2. Reference (+ subject library) tokens follow in the self-attention sequence;
+        #    a dropped reference or a missing library image is masked out of attention.
+        ref, ref_keep, ref_positions = self._reference_tokens(cond, drop["reference"])
+        seq = torch.cat([video, ref], 1)
         mask = key_mask(torch.cat([ref_keep.new_ones(b, n_video), ref_keep], 1))
 
+        # 3. 3D RoPE: video frames at times 0, 1, ..., reference frames at negative times.
+        positions = self._positions(*grid[1:], torch.arange(grid[0]), x.device)
+        rope = rope_angles(torch.cat([positions, ref_positions], 0), c.head_dim, c.rope_theta)
+
+        # 4. Timestep (+ a student's guidance scales) -> the shared adaLN modulation.
         temb = self.time_embedder(sinusoidal(t * c.time_scale, c.freq_dim).to(dtype))
         if self.guidance_embedder is not None:
-            temb = temb + self.guidance_embedder(self._guidance_features(cond, b, x.device))
+            temb = temb + self.guidance_embedder(cond.guidance, b)
         mod = self.time_proj(F.silu(temb)).unflatten(1, (6, -1))
-        ctx = self._cross_context(cond, drop)
-        face = None
-        if self.enabled("face"):
-            face = self.face_encoder(cond.face_codes)
-            face = torch.where(drop["face"][:, None, None, None], self.null_face, face)
-            face = causal_groups(face, 1, c.temporal_factor, lat_frames)
-            face = face.unflatten(1, (grid[0], -1)).flatten(2, 3)  # (B, F, M, D)
 
+        # 5. What every cross-attention reads: text, identity tokens, [action, intensity].
+        ctx = self._cross_context(cond, drop)
+
+        # 6. The blocks; from stage 2 a face adapter after every face_every-th block.
+        face = self._face_tokens(cond, drop["face"], grid[0]) if self.enabled("face") else None
         for i, block in enumerate(self.blocks):
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 seq = checkpoint(block, seq, mod, rope, mask, ctx, use_reentrant=False)
             else:
                 seq = block(seq, mod, rope, mask, ctx)
             if face is not None and (i + 1) % c.face_every == 0:
-                adapter = self.face_adapters[(i + 1) // c.face_every - 1]
-                frames = seq[:, :n_video].unflatten(1, (grid[0], -1))
-                seq = torch.cat([seq[:, :n_video] + adapter(frames, face).flatten(1, 2),
-                                 seq[:, n_video:]], 1)
+                seq = self.face_adapters[i // c.face_every](seq, n_video, face)
 
+        # 7. Unpatchify the video tokens (the reference's are not decoded).
         shift, scale = (self.scale_shift_table + temb[:, None]).chunk(2, 1)
         out = self.proj_out(self.norm_out(seq[:, :n_video]) * (1 + scale) + shift)
         out = out.view(b, *grid, pt, ph, pw, c.latent_channels)
@@ -685,8 +448,3 @@ def count_parameters(config: DiTConfig) -> int:
     with torch.device("meta"):
         return sum(p.numel() for p in MotionDiT(config).parameters())
 
-
-def preset_table(presets: Sequence[str] = tuple(DIT_PRESETS)) -> list[dict]:
-    return [{"preset": name, "dim": DIT_PRESETS[name].dim, "depth": DIT_PRESETS[name].depth,
-             "heads": DIT_PRESETS[name].heads, "params": count_parameters(DIT_PRESETS[name])}
-            for name in presets]

@@ -20,9 +20,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from torch import Tensor
 
+from models.conditions import DROP_KEYS
 from models.errors import InvalidInput
-
-DROP_KEYS = ("text", "reference", "body", "face", "hands", "camera", "intensity")
 
 # What each guidance branch drops; the full branch drops nothing.
 _REF_BRANCH_DROPS = ("text",)

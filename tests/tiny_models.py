@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.dit import DIT_PRESETS, MotionDiT
-from models.vae import VideoVAE
+from models.dit import MotionDiT
 
 
 def perturb_zero_init(model: nn.Module, seed: int = 0, scale: float = 0.05,

@@ -1,6 +1,9 @@
-"""TextEncoder (real MiniLM, offline) and build_conditions on a real synthetic batch."""
+"""TextEncoder (real MiniLM, offline), build_conditions on a real synthetic batch, and
+Conditions.check against latents and a DiT config."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -8,18 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from models.conditions import (
+    DROP_KEYS,
     Conditions,
     build_conditions,
     drop_masks,
     random_conditions,
     reference_identity,
 )
-from models.dit import DIT_PRESETS, DROP_KEYS, MotionDiT
+from models.data.dataset import ConditionDropout
+from models.dit import DIT_PRESETS, MotionDiT
 from models.errors import InvalidInput
 from models.synthetic import make_motion, render_cross_identity, sample_character
 from models.text import TextEncoder
 
-CFG = DIT_PRESETS["tiny"]
+CFG = DIT_PRESETS["debug"]
 SIZE, FRAMES = 64, 17
 
 
@@ -176,3 +181,53 @@ def test_conditions_helpers():
     assert cond.to(dtype=torch.float64).body_maps.dtype == torch.float64
     assert cond.to(dtype=torch.float64).identity_valid.dtype == torch.bool
     assert drop_masks({}, "cpu") is None
+
+
+# --------------------------------------------------------------------------- Conditions.check
+
+def test_training_dropout_knows_every_condition_name():
+    names = {f.name for f in dataclasses.fields(ConditionDropout)} - {"everything"}
+    assert names == set(DROP_KEYS)
+
+
+def test_check_completes_the_drop_masks():
+    cond, latents, t = random_conditions(CFG, 2, 5, 8), torch.zeros(2, 4, 5, 8, 8), torch.rand(2)
+    drop = cond.check(latents, t, CFG, {"face": torch.tensor([True, False]), "text": True})
+    assert list(drop) == list(DROP_KEYS)
+    assert all(mask.shape == (2,) and mask.dtype == torch.bool for mask in drop.values())
+    assert drop["face"].tolist() == [True, False] and drop["text"].tolist() == [True, True]
+    assert not any(drop[k].any() for k in DROP_KEYS if k not in ("face", "text"))
+    with pytest.raises(InvalidInput, match="unknown drop keys"):
+        cond.check(latents, t, CFG, {"pose": True})
+    with pytest.raises(InvalidInput, match=r"drop\['body'\]"):
+        cond.check(latents, t, CFG, {"body": torch.ones(3, dtype=torch.bool)})
+
+
+@pytest.mark.parametrize("field,shape", [
+    ("body_maps", (2, 3, 9, 64, 64)),  # 9 pixel frames make 3 latent frames, not 5
+    ("hand_maps", (2, 3, 17, 32, 32)),
+    ("face_codes", (2, 17, 68, 2)),
+    ("identity_embedding", (2, 64)),
+    ("reference_latents", (2, 4, 1, 4, 4)),
+    ("reference_pixels", (1, 3, 64, 64)),
+    ("text_tokens", (2, 6, 128)),
+    ("camera", (2, 17, 2)),
+    ("guidance", (2, 3)),
+])
+def test_check_names_the_condition_that_does_not_fit(field, shape):
+    cond = random_conditions(CFG, 2, 5, 8)
+    latents, t = torch.zeros(2, 4, 5, 8, 8), torch.rand(2)
+    cond.check(latents, t, CFG)  # fits as built
+    bad = dataclasses.replace(cond, **{field: torch.zeros(shape)})
+    with pytest.raises(InvalidInput, match=f"cond.{field} must have shape"):
+        bad.check(latents, t, CFG)
+
+
+def test_check_rejects_latents_and_times_that_do_not_fit():
+    cond = random_conditions(CFG, 2, 5, 8)
+    with pytest.raises(InvalidInput, match="latents"):
+        cond.check(torch.zeros(2, 16, 5, 8, 8), torch.rand(2), CFG)  # tiny's channels
+    with pytest.raises(InvalidInput, match="divisible by patch_size"):
+        cond.check(torch.zeros(2, 4, 5, 7, 7), torch.rand(2), CFG)
+    with pytest.raises(InvalidInput, match="t must be"):
+        cond.check(torch.zeros(2, 4, 5, 8, 8), torch.rand(3), CFG)

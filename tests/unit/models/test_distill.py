@@ -12,7 +12,7 @@ from models.conditions import random_conditions
 from models.distill import GuidanceDistillation, StepDistillation, guided_velocity
 from models.dit import DIT_PRESETS, MotionDiT
 from models.sampling import FlowMatchSampler, GuidanceConfig
-from tests.unit.models.test_dit import wake
+from tests.tiny_models import perturb_zero_init
 
 CFG = DIT_PRESETS["tiny"]
 B, T, S = 2, 3, 8
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/models/conftest
 @pytest.fixture(scope="module")
 def pair():
     torch.manual_seed(0)
-    teacher = wake(MotionDiT(CFG, stage=3)).eval()
+    teacher = perturb_zero_init(MotionDiT(CFG, stage=3), scale=0.1).eval()
     student = MotionDiT(dataclasses.replace(CFG, guidance_embed=True), stage=3)
     student.load_state_dict(teacher.state_dict(), strict=False)
     x0 = torch.randn(B, CFG.latent_channels, T, S, S, generator=torch.Generator().manual_seed(1))

@@ -1,40 +1,33 @@
-"""MotionDiT on the tiny preset: shapes, every condition path (on, dropped, off by stage),
-gradients into every encoder, stage switching, and the Wan2.x weight adapter."""
+"""MotionDiT on the debug preset: shapes, every condition path (on, dropped, off by stage),
+gradients into every encoder, stage switching, the state-dict layout and the Wan2.x weight
+adapter. Models are perturbed (tests/tiny_models.py): a fresh one outputs zero whatever its
+inputs, which would let a condition wired to nothing pass."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
-from models.conditions import random_conditions
+from models.conditions import DROP_KEYS, random_conditions
 from models.convert_wan import convert_wan, load_wan, wan_config
-from models.dit import DIT_PRESETS, DROP_KEYS, DiTConfig, MotionDiT, count_parameters
+from models.dit import DIT_PRESETS, DiTConfig, MotionDiT, count_parameters
 from models.errors import InvalidInput
+from tests.tiny_models import perturb_zero_init
 
-CFG = DIT_PRESETS["tiny"]
+CFG = DIT_PRESETS["debug"]
 B, T, S = 2, 5, 8  # latents (B, C, 5, 8, 8) <-> pixels 17 x 64 x 64
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/models/conftest.py
 
 
-def wake(model: MotionDiT, skip: tuple[str, ...] = (), seed: int = 0) -> MotionDiT:
-    """Perturb every parameter (names starting with `skip` excepted), as training would: the
-    zero-initialised outputs of a fresh model hide every condition."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not name.startswith(skip):
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
 @pytest.fixture(scope="module")
 def model() -> MotionDiT:
     torch.manual_seed(0)
-    return wake(MotionDiT(CFG, stage=3)).eval()
+    return perturb_zero_init(MotionDiT(CFG, stage=3)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,8 @@ def differs(a, b) -> bool:
 # --------------------------------------------------------------------------- config, shapes
 
 def test_presets_and_config_checks():
-    assert set(DIT_PRESETS) == {"tiny", "small", "base"}
+    assert set(DIT_PRESETS) == {"debug", "tiny", "small", "base"}
+    assert count_parameters(DIT_PRESETS["debug"]) < 2e5  # mostly the 384-d text projections
     assert 1e6 < count_parameters(DIT_PRESETS["tiny"]) < 5e6
     assert count_parameters(DIT_PRESETS["small"]) < count_parameters(DIT_PRESETS["base"])
     assert DIT_PRESETS["base"].dim == 1536 and DIT_PRESETS["base"].depth == 30
@@ -65,7 +59,7 @@ def test_presets_and_config_checks():
     with pytest.raises(InvalidInput):
         DiTConfig.from_preset("huge")
     with pytest.raises(InvalidInput):
-        dataclasses.replace(CFG, heads=3)  # 128 / 3
+        dataclasses.replace(CFG, heads=3)  # 32 / 3
     with pytest.raises(InvalidInput):
         dataclasses.replace(CFG, spatial_factor=6)
 
@@ -120,6 +114,10 @@ PATHS = [
     ("library", _bump("subject_library"), "reference"),
     ("reference", _bump("reference_latents"), "reference"),
 ]
+
+
+def test_every_droppable_condition_has_a_path_under_test():
+    assert {key for _, _, key in PATHS} == set(DROP_KEYS)
 
 
 @pytest.mark.parametrize("name,change,key", PATHS, ids=[p[0] for p in PATHS])
@@ -237,7 +235,7 @@ def test_bad_inputs_raise(model, inputs):
 
 def test_gradient_reaches_every_encoder():
     torch.manual_seed(0)
-    model = wake(MotionDiT(CFG, stage=3))
+    model = perturb_zero_init(MotionDiT(CFG, stage=3))
     x = torch.randn(3, CFG.latent_channels, T, S, S)
     cond = random_conditions(CFG, 3, T, S, library=2, seed=3)
     # Sample 0 with every condition, sample 1 without a face in the reference, sample 2 with
@@ -262,7 +260,7 @@ def test_gradient_reaches_every_encoder():
 def test_stage_2_to_3_changes_nothing_at_init(inputs):
     torch.manual_seed(0)
     # A trained stage-2 model: everything but the (unused) hand path has moved.
-    stage2 = wake(MotionDiT(CFG, stage=2), skip=("hands_encoder", "null_hands"))
+    stage2 = perturb_zero_init(MotionDiT(CFG, stage=2), skip=("hands_encoder", "null_hands"))
     x, t, cond = inputs
     with torch.no_grad():
         before = stage2(x, t, cond)
@@ -271,39 +269,68 @@ def test_stage_2_to_3_changes_nothing_at_init(inputs):
         stage2.set_stage(3)
         assert torch.equal(stage2(x, t, cond), before)
         assert torch.equal(stage3(x, t, cond), before)
-    wake(stage3, seed=5)
+    perturb_zero_init(stage3, seed=5)
     with torch.no_grad():
         assert differs(stage3(x, t, _bump("hand_maps")(cond)), stage3(x, t, cond))
 
 
-def test_gradient_checkpointing_matches(inputs):
+def test_gradient_checkpointing_gives_the_same_output_and_gradients(inputs):
+    """diffusers' test_gradient_checkpointing_equivalence: recomputing the blocks in the
+    backward pass must give every parameter the gradient it gets without checkpointing."""
     torch.manual_seed(0)
-    model = wake(MotionDiT(CFG))
+    model = perturb_zero_init(MotionDiT(CFG))
     x, t, cond = inputs
-    plain = model(x, t, cond)
-    model.gradient_checkpointing = True
-    assert torch.allclose(model(x, t, cond), plain, atol=1e-6)
+    target = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+
+    def output_and_gradients(checkpointing: bool):
+        model.zero_grad(set_to_none=True)
+        model.gradient_checkpointing = checkpointing
+        out = model(x, t, cond)
+        ((out - target) ** 2).mean().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                              if p.grad is not None}
+
+    plain, plain_grads = output_and_gradients(False)
+    checkpointed, checkpointed_grads = output_and_gradients(True)
+    torch.testing.assert_close(checkpointed, plain, atol=1e-6, rtol=0)
+    assert checkpointed_grads.keys() == plain_grads.keys()
+    assert any(n.startswith("blocks.") for n in plain_grads)  # the checkpointed part
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, atol=1e-6, rtol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_runs_in_bfloat16(inputs):
     x, t, cond = inputs  # float32 inputs are cast to the model's dtype
-    out = wake(MotionDiT(CFG)).to(torch.bfloat16)(x, t, cond.with_anchors(x, x[:, 0, :, 0, 0] > 0))
+    model = perturb_zero_init(MotionDiT(CFG)).to(torch.bfloat16)
+    out = model(x, t, cond.with_anchors(x, x[:, 0, :, 0, 0] > 0))
     assert out.dtype == torch.bfloat16 and out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_state_dict_keys_are_unchanged():
+    """Checkpoints and models/convert_wan.py address weights by these names (and shapes).
+    After an intended change, regenerate the file as its header says."""
+    listed = Path(__file__).with_name("dit_state_dict_keys.txt").read_text().splitlines()
+    expected = [line for line in listed if not line.startswith("#")]
+    with torch.device("meta"):
+        model = MotionDiT(dataclasses.replace(DIT_PRESETS["tiny"], guidance_embed=True))
+    got = [f"{k} {'x'.join(map(str, v.shape))}" for k, v in model.state_dict().items()]
+    assert sorted(got) == sorted(expected)
 
 
 # --------------------------------------------------------------------------- Wan2.x adapter
 
-WAN_TINY = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
-                in_channels=16, out_channels=16, text_dim=384, freq_dim=256, ffn_dim=512,
-                num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
-                rope_max_seq_len=64)
+WAN_DEBUG = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16,
+                 in_channels=4, out_channels=4, text_dim=384, freq_dim=32, ffn_dim=64,
+                 num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+                 rope_max_seq_len=64)
 
 
 def _random_wan(**overrides):
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(0)
-    wan = WanTransformer3DModel(**{**WAN_TINY, **overrides}).eval()
+    wan = WanTransformer3DModel(**{**WAN_DEBUG, **overrides}).eval()
     with torch.no_grad():
         for p in wan.parameters():  # random everywhere, zeros included
             p.add_(torch.randn_like(p) * 0.05)
@@ -312,7 +339,7 @@ def _random_wan(**overrides):
 
 def test_wan_weights_map_onto_motiondit_and_reproduce_its_output(inputs):
     assert {k: v for k, v in wan_config(CFG).items()} == \
-        {k: v for k, v in WAN_TINY.items() if k != "rope_max_seq_len"}
+        {k: v for k, v in WAN_DEBUG.items() if k != "rope_max_seq_len"}
     wan = _random_wan()
     model = MotionDiT(CFG, stage=1).eval()
     report = load_wan(model, wan.state_dict())
@@ -323,9 +350,9 @@ def test_wan_weights_map_onto_motiondit_and_reproduce_its_output(inputs):
         assert torch.equal(ours[key], wan_state[wan_key]), key
     mapped = {key for _, key in report.mapped}
     for key in ("patch_embedding.weight", "time_embedder.linear_1.weight", "time_proj.weight",
-                "text_embedder.linear_2.bias", "blocks.3.attn1.to_out.weight",
+                "text_embedder.linear_2.bias", "blocks.1.attn1.to_out.weight",
                 "blocks.0.attn2.norm_k.weight", "blocks.1.ffn.linear_1.weight",
-                "blocks.2.scale_shift_table", "proj_out.weight", "scale_shift_table"):
+                "blocks.0.scale_shift_table", "proj_out.weight", "scale_shift_table"):
         assert key in mapped, key
     assert "body_encoder.proj.weight" in report.missing
     assert "blocks.0.attn2.add_k_proj.weight" in report.missing
@@ -341,7 +368,7 @@ def test_wan_weights_map_onto_motiondit_and_reproduce_its_output(inputs):
 
 
 def test_wan_i2v_image_branch_lands_on_identity_and_base_dims_map():
-    wan = _random_wan(num_layers=1, added_kv_proj_dim=128, image_dim=32)
+    wan = _random_wan(num_layers=1, added_kv_proj_dim=CFG.dim, image_dim=32)
     model = MotionDiT(dataclasses.replace(CFG, depth=1, face_every=1))
     report = load_wan(model, wan.state_dict())
     assert ("blocks.0.attn2.add_v_proj.weight", "blocks.0.attn2.add_v_proj.weight") in \
@@ -372,7 +399,7 @@ def test_a_student_starts_as_its_teacher_and_learns_a_guidance_input(model, inpu
     student.eval()
     x, t, cond = inputs
     assert torch.equal(run(student, inputs), run(model, inputs))  # zero-initialised output
-    wake(student, skip=tuple(n for n, _ in student.named_parameters()
+    perturb_zero_init(student, skip=tuple(n for n, _ in student.named_parameters()
                              if not n.startswith("guidance_embedder")))
     low, high = (run(student, inputs, cond.with_guidance(s, 1.0)) for s in (1.0, 4.0))
     assert differs(low, high)
