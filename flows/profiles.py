@@ -96,7 +96,7 @@ class RunConfig:
 
 def _dit(vae: VAEConfig, sampling: SamplingConfig, **sizes) -> DiTConfig:
     """A DiT over `vae`'s latents; a student's default guidance is the teacher's."""
-    return DiTConfig(preset="", latent_channels=vae.latent_channels,  # TODO drop preset
+    return DiTConfig(latent_channels=vae.latent_channels,
                      temporal_factor=vae.temporal_factor, spatial_factor=vae.spatial_factor,
                      default_guidance=(sampling.text_scale, sampling.reference_scale), **sizes)
 

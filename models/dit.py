@@ -20,7 +20,6 @@ depend on them, so tests/unit/models/dit_state_dict_keys.txt pins every key.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -54,7 +53,6 @@ STAGES = (1, 2, 3)
 
 @dataclass(frozen=True)
 class DiTConfig:
-    preset: str
     latent_channels: int
     patch_size: tuple[int, int, int]
     dim: int
@@ -83,7 +81,9 @@ class DiTConfig:
     # A distilled student takes its guidance scales (text, reference) as an input embedding
     # added to the timestep's, so one evaluation gives the teacher's guided velocity.
     guidance_embed: bool = False
-    default_guidance: tuple[float, float] = (3.0, 1.5)  # used when cond.guidance is None
+    # A student's guidance when cond.guidance is None: its teacher's (the profile sets it);
+    # (1, 1) is no guidance.
+    default_guidance: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self):
         if self.dim % self.heads or (self.dim // self.heads) % 2 or self.dim // self.heads < 6:
@@ -108,35 +108,11 @@ class DiTConfig:
         if self.patch_size[1] != self.patch_size[2]:
             raise InvalidInput(f"patch_size must be square in space, got {self.patch_size}")
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> DiTConfig:
-        if name not in DIT_PRESETS:
-            raise InvalidInput(f"unknown DiT preset {name!r}; choose from {sorted(DIT_PRESETS)}")
-        return dataclasses.replace(DIT_PRESETS[name], **overrides)
-
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
 
 
-DIT_PRESETS: dict[str, DiTConfig] = {
-    # Unit tests only (sized like diffusers' test models): latents 4 x 5 x 8 x 8, seconds on CPU.
-    "debug": DiTConfig("debug", latent_channels=4, patch_size=(1, 2, 2), dim=32, depth=2, heads=2,
-                       ffn_dim=64, face_every=1, freq_dim=32, pose_width=4, appearance_width=4),
-    # CPU: 64² px x 17 frames -> latents 5x8x8 (spatial_factor=4: 5x16x16).
-    "tiny": DiTConfig("tiny", latent_channels=16, patch_size=(1, 2, 2), dim=128, depth=4,
-                      heads=4, ffn_dim=512, face_every=2),
-    # One GPU.
-    "small": DiTConfig("small", latent_channels=16, patch_size=(1, 2, 2), dim=512, depth=12,
-                       heads=8, ffn_dim=2048, face_every=3, pose_width=32,
-                       appearance_width=32, appearance_grid=3, identity_tokens=4,
-                       library_tokens=4, face_tokens=4),
-    # Wan2.1-T2V-1.3B dimensions (its blocks, patch and time embeddings load via convert_wan).
-    "base": DiTConfig("base", latent_channels=16, patch_size=(1, 2, 2), dim=1536, depth=30,
-                      heads=12, ffn_dim=8960, face_every=5, pose_width=64,
-                      appearance_width=64, appearance_grid=4, identity_tokens=4,
-                      library_tokens=8, face_tokens=8),
-}
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -444,7 +420,7 @@ class MotionDiT(nn.Module):
 
 
 def count_parameters(config: DiTConfig) -> int:
-    """Parameters of a MotionDiT (built on the meta device: no memory, any preset)."""
+    """Parameters of a MotionDiT (built on the meta device: no memory, any size)."""
     with torch.device("meta"):
         return sum(p.numel() for p in MotionDiT(config).parameters())
 

@@ -73,24 +73,6 @@ class VAEConfig:
         return 2 ** sum(self.temporal_down)
 
 
-VAE_PRESETS: dict[str, VAEConfig] = {
-    # unit tests only: the smallest widths that keep the 4x time, 8x space compression
-    "debug": VAEConfig(latent_channels=4, base_channels=4, channel_mult=(1, 1, 1),
-                       spatial_down=(True, True), temporal_down=(True, True), patch_size=2,
-                       num_res_blocks=1, attention=False, norm_groups=4),
-    # 2 CPU cores, 17 x 64² clips -> 16 x 5 x 8 x 8 latents (DIT_PRESETS["tiny"]). Halving
-    # time early and a 2x2 patch keep it cheap. The residual shortcut is what makes it learn
-    # in minutes: on the curated clips, 200 steps at lr 5e-4 reach L1 0.076 / SSIM 0.69
-    # against 0.21 / 0.39 without it (4 channels, as before: 0.21 / 0.45 at its best lr).
-    "tiny": VAEConfig(latent_channels=16, base_channels=16, channel_mult=(1, 2, 4),
-                      spatial_down=(True, True), temporal_down=(True, True), patch_size=2,
-                      num_res_blocks=1, attention=False, norm_groups=8, shortcut=True),
-    # one GPU: Wan 2.1's layout at 2/3 of its width
-    "small": VAEConfig(latent_channels=16, base_channels=64),
-    # Wan 2.1's VAE sizes from scratch; the base profile normally loads the pretrained Wan VAE
-    # (WanVAEAdapter), whose latents these match
-    "base": VAEConfig(),
-}
 
 
 # --- posterior ----------------------------------------------------------------------------
@@ -206,7 +188,7 @@ class LatentVAE(nn.Module):
 
 # --- the from-scratch causal VAE ------------------------------------------------------------
 
-# PyTorch sends small batch-1 CPU conv3d (N*C*T*H <= 20480: every tiny-preset conv at B=1) to
+# PyTorch sends small batch-1 CPU conv3d (N*C*T*H <= 20480: every conv of the tiny profile at B=1) to
 # its slow native kernel; oneDNN is ~4x faster there (same numbers, autograd included).
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
 
@@ -388,9 +370,9 @@ class Decoder(nn.Module):
 
 
 class VideoVAE(LatentVAE):
-    def __init__(self, config: VAEConfig | str = "tiny"):
+    def __init__(self, config: VAEConfig):
         super().__init__()
-        self.config = cfg = _preset(config) if isinstance(config, str) else config
+        self.config = cfg = config
         self.in_channels, self.latent_channels = cfg.in_channels, cfg.latent_channels
         self.spatial_factor, self.temporal_factor = cfg.spatial_factor, cfg.temporal_factor
         self.encoder = Encoder(cfg)
@@ -451,12 +433,6 @@ class VideoVAE(LatentVAE):
         return self.shift.clone(), self.scaling_factor.clone()
 
 
-def _preset(name: str) -> VAEConfig:
-    if name not in VAE_PRESETS:
-        raise InvalidInput(f"unknown VAE preset {name!r}: use one of {sorted(VAE_PRESETS)}")
-    return VAE_PRESETS[name]
-
-
 # --- pretrained Wan VAE (diffusers) ---------------------------------------------------------
 
 class WanVAEAdapter(LatentVAE):
@@ -501,17 +477,15 @@ class WanVAEAdapter(LatentVAE):
         return self.model.decode(z.to(self.model.dtype)).sample.float()
 
 
-def load_vae(preset_or_path: str | os.PathLike | VAEConfig) -> LatentVAE:
-    """A preset name ("tiny", "small", "base") or VAEConfig -> a fresh VideoVAE;
+def load_vae(config_or_path: os.PathLike | str | VAEConfig) -> LatentVAE:
+    """A VAEConfig (flows/profiles.py has each profile's) -> a fresh VideoVAE;
     a local diffusers folder (config.json + weights) -> the pretrained WanVAEAdapter."""
-    if isinstance(preset_or_path, VAEConfig):
-        return VideoVAE(preset_or_path)
-    if isinstance(preset_or_path, str) and preset_or_path in VAE_PRESETS:
-        return VideoVAE(VAE_PRESETS[preset_or_path])
-    if isinstance(preset_or_path, str | os.PathLike) and Path(preset_or_path).is_dir():
-        return WanVAEAdapter.from_pretrained(preset_or_path)
+    if isinstance(config_or_path, VAEConfig):
+        return VideoVAE(config_or_path)
+    if isinstance(config_or_path, str | os.PathLike) and Path(config_or_path).is_dir():
+        return WanVAEAdapter.from_pretrained(config_or_path)
     raise InvalidInput(
-        f"cannot load a VAE from {preset_or_path!r}: give a preset ({', '.join(VAE_PRESETS)}) "
+        f"cannot load a VAE from {config_or_path!r}: give a VAEConfig "
         "or the path of a local diffusers AutoencoderKLWan folder")
 
 
@@ -519,5 +493,5 @@ def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["VAE_PRESETS", "DiagonalGaussian", "LatentVAE", "VAEConfig", "VideoVAE",
+__all__ = ["DiagonalGaussian", "LatentVAE", "VAEConfig", "VideoVAE",
            "WanVAEAdapter", "load_vae", "num_params"]

@@ -24,16 +24,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from flows.registry import load_bundle, newest_version
 from flows.datasets import load_manifest, shard_dataset
+from flows.registry import load_bundle, newest_version
 from flows.runtime import configure
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL
 from flows.store import open_store
+from models.frames import resize_frames, to_uint8
 from models.metrics import keypoint_metrics, psnr, ssim
 from models.motion import HolisticExtractor
-from models.sampling import FlowMatchSampler
-from models.frames import resize_frames, to_uint8
 from models.objectives import LatentObjective
+from models.sampling import FlowMatchSampler
 from models.text import TextEncoder
 from tests.bench.common import print_table, timeit, write_report
 

@@ -61,6 +61,9 @@ def test_pipeline_ends_with_a_champion_student_and_an_evaluation(tmp_path, video
     assert {"skipped.lpips", "skipped.text_alignment"} <= run.data.tags.keys()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"comparison.json", "comparison.png", "per_clip.json"} <= artifacts
+    assert "gsb" in artifacts  # the blind side-by-side page of student vs teacher
     distill_runs = mlflow.search_runs(experiment_names=["distillation"], output_format="list")
-    assert {r.data.tags["mc.task"] for r in distill_runs} >= {"distill_guidance",
-                                                              "distill_steps"}
+    assert {r.data.tags["mc.objective"] for r in distill_runs} >= {"guidance", "steps"}
+    for r in distill_runs:  # every number the run trained with, as flows/profiles.py set it
+        logged = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert "run_config.json" in logged

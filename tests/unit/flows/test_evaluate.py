@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from flows import evaluate as E
+from flows.profiles import profile_config
 from models.gsb import FORMAT
 from models.motion import HolisticExtractor
 from models.synthetic import make_motion, render_clip, sample_character
@@ -32,7 +33,7 @@ def items():
 
 def test_ceiling_rows_score_only_items_with_truth(items):
     bench, targets = items
-    rows = E.ceiling_generators(SIZE, FRAMES, targets, VideoVAE("tiny").eval())
+    rows = E.ceiling_generators(SIZE, FRAMES, targets, VideoVAE(profile_config("tiny").vae).eval())
     with HolisticExtractor() as extractor:
         truth, recon = (E.evaluate_outputs(bench, rows[label], SIZE, extractor)
                         for label in (E.GROUND_TRUTH, E.VAE_RECONSTRUCTION))

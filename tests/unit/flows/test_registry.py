@@ -5,8 +5,8 @@ The DiT and VAE are untrained tiny models: this tests the registry contract, not
 import pytest
 import torch
 
-from flows.registry import load_bundle
 from flows.errors import MotionControlError
+from flows.registry import load_bundle
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
 from models.assets import sample_data
 from models.video import read_image, read_video

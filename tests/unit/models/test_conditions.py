@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flows.profiles import profile_config
 from models.conditions import (
     DROP_KEYS,
     Conditions,
@@ -19,12 +20,12 @@ from models.conditions import (
     reference_identity,
 )
 from models.data.dataset import ConditionDropout
-from models.dit import DIT_PRESETS, MotionDiT
+from models.dit import MotionDiT
 from models.errors import InvalidInput
 from models.synthetic import make_motion, render_cross_identity, sample_character
 from models.text import TextEncoder
 
-CFG = DIT_PRESETS["debug"]
+CFG = profile_config("debug").dit
 SIZE, FRAMES = 64, 17
 
 

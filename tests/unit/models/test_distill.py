@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
+from flows.profiles import profile_config
 from models.conditions import random_conditions
 from models.distill import GuidanceDistillation, StepDistillation, guided_velocity
-from models.dit import DIT_PRESETS, MotionDiT
+from models.dit import MotionDiT
 from models.sampling import FlowMatchSampler, GuidanceConfig
 from tests.tiny_models import perturb_zero_init
 
-CFG = DIT_PRESETS["tiny"]
+CFG = profile_config("tiny").dit
 B, T, S = 2, 3, 8
 
 

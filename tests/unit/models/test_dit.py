@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from flows.profiles import profile_config
 from models.conditions import DROP_KEYS, random_conditions
 from models.convert_wan import convert_wan, load_wan, wan_config
-from models.dit import DIT_PRESETS, DiTConfig, MotionDiT, count_parameters
+from models.dit import MotionDiT
 from models.errors import InvalidInput
 from tests.tiny_models import perturb_zero_init
 
-CFG = DIT_PRESETS["debug"]
+CFG = profile_config("debug").dit
 B, T, S = 2, 5, 8  # latents (B, C, 5, 8, 8) <-> pixels 17 x 64 x 64
 
 
@@ -49,15 +50,7 @@ def differs(a, b) -> bool:
 
 # --------------------------------------------------------------------------- config, shapes
 
-def test_presets_and_config_checks():
-    assert set(DIT_PRESETS) == {"debug", "tiny", "small", "base"}
-    assert count_parameters(DIT_PRESETS["debug"]) < 2e5  # mostly the 384-d text projections
-    assert 1e6 < count_parameters(DIT_PRESETS["tiny"]) < 5e6
-    assert count_parameters(DIT_PRESETS["small"]) < count_parameters(DIT_PRESETS["base"])
-    assert DIT_PRESETS["base"].dim == 1536 and DIT_PRESETS["base"].depth == 30
-    assert DiTConfig.from_preset("tiny", latent_channels=8).latent_channels == 8
-    with pytest.raises(InvalidInput):
-        DiTConfig.from_preset("huge")
+def test_config_checks():
     with pytest.raises(InvalidInput):
         dataclasses.replace(CFG, heads=3)  # 32 / 3
     with pytest.raises(InvalidInput):
@@ -313,7 +306,7 @@ def test_state_dict_keys_are_unchanged():
     listed = Path(__file__).with_name("dit_state_dict_keys.txt").read_text().splitlines()
     expected = [line for line in listed if not line.startswith("#")]
     with torch.device("meta"):
-        model = MotionDiT(dataclasses.replace(DIT_PRESETS["tiny"], guidance_embed=True))
+        model = MotionDiT(dataclasses.replace(profile_config("tiny").dit, guidance_embed=True))
     got = [f"{k} {'x'.join(map(str, v.shape))}" for k, v in model.state_dict().items()]
     assert sorted(got) == sorted(expected)
 
@@ -384,7 +377,7 @@ def test_wan_i2v_image_branch_lands_on_identity_and_base_dims_map():
     with torch.device("meta"):
         wan_13b = WanTransformer3DModel(num_attention_heads=12, attention_head_dim=128,
                                         ffn_dim=8960, num_layers=30, text_dim=4096)
-        base = MotionDiT(DIT_PRESETS["base"])
+        base = MotionDiT(profile_config("base").dit)
     _, report = convert_wan(wan_13b.state_dict(), base.state_dict())
     assert [k for k, _, _ in report.shape_mismatch] == ["text_embedder.linear_1.weight"]
     assert report.unused == []

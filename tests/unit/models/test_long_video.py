@@ -5,13 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from models.dit import DIT_PRESETS, MotionDiT
+from flows.profiles import profile_config
+from models.dit import MotionDiT
 from models.errors import InvalidInput
 from models.long_video import generate_long, join_windows, plan_windows, windows_of
 from models.pipeline import DrivingMotion, MotionControlPipeline, ReferenceIdentity
 from models.sampling import GuidanceConfig
 from models.text import TextEncoder
 from models.vae import VideoVAE
+
+DEBUG = profile_config("debug")
 
 
 def test_windows_cover_the_clip_and_share_their_boundaries():
@@ -56,7 +59,7 @@ def test_join_cross_fades_the_overlap():
 
 def test_a_long_motion_generates_every_frame_with_anchored_windows():
     torch.manual_seed(0)
-    pipe = MotionControlPipeline(MotionDiT(DIT_PRESETS["tiny"], stage=3), VideoVAE("tiny"),
+    pipe = MotionControlPipeline(MotionDiT(DEBUG.dit, stage=3), VideoVAE(DEBUG.vae),
                                  TextEncoder(), size=64, frames=9, steps=2,
                                  guidance=GuidanceConfig(1.0, 1.0))
     calls = []

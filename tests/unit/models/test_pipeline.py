@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from flows.profiles import profile_config
 from models.assets import sample_data
-from models.dit import DIT_PRESETS, MotionDiT
+from models.dit import MotionDiT
 from models.motion import NoPersonFound
 from models.pipeline import MotionControlPipeline, ReferenceIdentity
 from models.sampling import GuidanceConfig
@@ -18,6 +19,8 @@ from models.text import TextEncoder
 from models.vae import VideoVAE
 from models.video import read_image, read_video
 from tests.tiny_models import perturb_zero_init
+
+DEBUG = profile_config("debug")
 
 SIZE, FRAMES = 64, 17
 
@@ -28,8 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/models/conftest
 def pipeline():
     torch.manual_seed(0)
     # scale 0.1: each condition moves the golden slice below 100x past its tolerance
-    dit = perturb_zero_init(MotionDiT(DIT_PRESETS["debug"], stage=3), seed=1, scale=0.1)
-    return MotionControlPipeline(dit, VideoVAE("debug"), TextEncoder(), size=SIZE,
+    dit = perturb_zero_init(MotionDiT(DEBUG.dit, stage=3), seed=1, scale=0.1)
+    return MotionControlPipeline(dit, VideoVAE(DEBUG.vae), TextEncoder(), size=SIZE,
                                  frames=FRAMES, steps=2,
                                  guidance=GuidanceConfig(3.0, 1.5, prune=False))
 

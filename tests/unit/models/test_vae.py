@@ -1,4 +1,4 @@
-"""Causal video VAE: shapes per preset, causality, gradients, overfitting a tiny batch, latent
+"""Causal video VAE: shapes, causality, gradients, overfitting a tiny batch, latent
 normalisation, the pretrained-Wan adapter through a tiny random diffusers model, and errors."""
 
 from __future__ import annotations
@@ -9,21 +9,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flows.profiles import profile_config
 from models.errors import InvalidInput
 from models.vae import (
-    VAE_PRESETS,
     DiagonalGaussian,
     VAEConfig,
     VideoVAE,
     WanVAEAdapter,
     load_vae,
-    num_params,
 )
 
-# patch_size 1 and mid attention: the code paths the tiny preset does not take
+# patch_size 1 and mid attention: the code paths the tiny profile's VAE does not take
 MICRO = VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 2, 2),
                   spatial_down=(True, True), temporal_down=(True, True), patch_size=1,
                   num_res_blocks=1, attention=True, norm_groups=4)
+
+
+TINY = profile_config("tiny").vae
 
 
 def video(b=1, t=9, hw=32, seed=0) -> torch.Tensor:
@@ -38,28 +40,10 @@ def vae(config) -> VideoVAE:
 
 @pytest.fixture(scope="module")
 def tiny() -> VideoVAE:
-    return vae("tiny")
+    return vae(TINY)
 
 
-# ---------------------------------------------------------------- presets and shapes
-
-
-def test_presets_compress_4x_in_time_8x_in_space_and_grow_in_size():
-    counts = {}
-    for name, cfg in VAE_PRESETS.items():
-        assert (cfg.temporal_factor, cfg.spatial_factor) == (4, 8), name
-        with torch.device("meta"):  # counts without allocating base's weights
-            counts[name] = num_params(VideoVAE(cfg))
-    assert counts["tiny"] < 5e6 < counts["small"] < counts["base"] < 2e8
-
-
-def test_presets_match_the_dit_latents():
-    from models.dit import DIT_PRESETS
-
-    for name, cfg in VAE_PRESETS.items():
-        dit = DIT_PRESETS[name]
-        assert (cfg.latent_channels, cfg.temporal_factor, cfg.spatial_factor) == \
-            (dit.latent_channels, dit.temporal_factor, dit.spatial_factor), name
+# ---------------------------------------------------------------- shapes
 
 
 @pytest.mark.parametrize("t", [1, 5, 9])
@@ -88,7 +72,7 @@ def test_micro_config_shapes_non_square():
 # ---------------------------------------------------------------- causality
 
 
-@pytest.mark.parametrize("config", ["tiny", MICRO], ids=["tiny", "micro"])
+@pytest.mark.parametrize("config", [TINY, MICRO], ids=["tiny", "micro"])
 def test_encoder_is_causal_and_images_encode_like_first_frames(config):
     model = vae(config)
     x = video(t=9)
@@ -116,7 +100,7 @@ def test_decoder_is_causal(tiny):
 # ---------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize("config", ["tiny", MICRO], ids=["tiny", "micro"])
+@pytest.mark.parametrize("config", [TINY, MICRO], ids=["tiny", "micro"])
 def test_gradient_reaches_every_parameter(config):
     model = vae(config).train()
     x = video(b=2, t=5, hw=16 if config is MICRO else 32)
@@ -135,7 +119,7 @@ def test_gradient_reaches_every_parameter(config):
 
 
 def test_loss_terms_and_overfitting_a_fixed_batch():
-    model = vae("tiny").train()
+    model = vae(TINY).train()
     # smooth moving blobs: learnable structure, unlike noise
     t = torch.linspace(0, 1, 5).view(1, 1, 5, 1, 1)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
@@ -173,7 +157,7 @@ def test_diagonal_gaussian():
 
 
 def test_fit_latent_stats_gives_unit_variance_and_travels_with_the_state_dict():
-    model = vae("tiny")
+    model = vae(TINY)
     mean = torch.tensor([1.0, -2.0, 0.5, 0.0]).repeat(4)
     std = torch.tensor([3.0, 0.5, 1.0, 2.0]).repeat(4)
     z = torch.randn(8, 16, 3, 4, 4) * std.view(1, -1, 1, 1, 1) + mean.view(1, -1, 1, 1, 1)
@@ -183,7 +167,7 @@ def test_fit_latent_stats_gives_unit_variance_and_travels_with_the_state_dict():
     torch.testing.assert_close(n.std(dim=(0, 2, 3, 4)), torch.ones(16), atol=1e-5, rtol=0)
     torch.testing.assert_close(model.denormalize_latents(n), z)
 
-    fresh = vae("tiny")
+    fresh = vae(TINY)
     fresh.load_state_dict(model.state_dict())
     torch.testing.assert_close(fresh.scaling_factor, 1 / z.transpose(0, 1).flatten(1).std(1))
     x = video(t=5)
@@ -225,10 +209,10 @@ def test_wan_adapter_round_trip_through_a_local_diffusers_folder(tmp_path):
         adapter.encode(video(t=4, hw=16))
 
 
-def test_load_vae_presets_and_bad_sources(tmp_path):
-    assert load_vae("tiny").config == VAE_PRESETS["tiny"]
+def test_load_vae_configs_and_bad_sources(tmp_path):
+    assert load_vae(TINY).config == TINY
     assert load_vae(MICRO).config == MICRO
-    with pytest.raises(InvalidInput, match="preset"):
+    with pytest.raises(InvalidInput, match="VAEConfig"):
         load_vae("huge")
     with pytest.raises(InvalidInput, match="config.json"):
         load_vae(tmp_path)  # an empty folder is not a diffusers VAE
@@ -264,13 +248,13 @@ def test_bad_latents_and_configs_are_refused(tiny):
 
 
 def test_the_residual_shortcut_starts_as_an_exact_thumbnail():
-    model = vae("tiny").eval()
+    model = vae(TINY).eval()
     # a still video whose pixels are constant on every 4x4 sub-block of each 8x8 latent cell
     # is exactly what the parameter-free path carries: at init it comes back unchanged
     coarse = torch.rand(1, 3, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
     x = F.interpolate(coarse, scale_factor=(1, 4, 4), mode="nearest").expand(-1, -1, 9, -1, -1)
     with torch.no_grad():
         recon, _ = model(x)
-        plain_recon, _ = vae(dataclasses.replace(VAE_PRESETS["tiny"], shortcut=False))(x)
+        plain_recon, _ = vae(dataclasses.replace(TINY, shortcut=False))(x)
     torch.testing.assert_close(recon, x)
     assert (plain_recon - x).abs().mean() > 0.3

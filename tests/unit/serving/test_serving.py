@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from flows.registry import load_bundle
 from flows.errors import ServiceUnavailable
+from flows.registry import load_bundle
 from flows.settings import STUDENT_MODEL, ServeSettings, load_settings
 from models.assets import sample_data
 from models.errors import InvalidInput
