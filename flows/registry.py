@@ -268,18 +268,3 @@ def save_weights(store: ObjectStore, key: str, module: torch.nn.Module, meta: di
     buf = io.BytesIO()
     torch.save({"state_dict": module.state_dict(), "meta": meta}, buf)
     store.put_bytes(key, buf.getvalue())
-
-
-def publish_version(settings: Settings, name: str, run_id: str, dit: torch.nn.Module,
-                    meta: dict, vae_weights: str, tags: dict[str, str] | None = None) -> int:
-    """Save a DiT's weights under the run's checkpoints, log it as the run's model and
-    register it as a new version of `name` (tags: weights, vae_weights, run_id, + `tags`).
-    Call inside the active MLflow run `run_id`; returns the version number."""
-    mlflow = connect(settings)
-    key = weights_key(run_id)
-    save_weights(open_store(settings), key, dit, meta)
-    info = mlflow.pytorch.log_model(dit, name="model", serialization_format="pickle",
-                                    pip_requirements=[])
-    return register_version(settings, info.model_uri, name,
-                            tags={"weights": key, "vae_weights": vae_weights, "run_id": run_id,
-                                  "component": "dit", **(tags or {})})

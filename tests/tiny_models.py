@@ -38,24 +38,31 @@ def publish_tiny_student(settings, *, frames: int = 9, steps: int = 2, alias: st
     from flows.registry import (
         build_model,
         model_meta,
-        publish_version,
+        register_version,
         save_weights,
         set_alias,
         weights_key,
     )
     from flows.settings import STUDENT_MODEL
     from flows.store import open_store
-    from flows.tracking import start_run
+    from flows.tracking import connect, start_run
 
     profile = profile_config("tiny")
     torch.manual_seed(0)
     vae_meta = model_meta(profile, "vae", 0)
     meta = {**model_meta(profile, "steps", 3), "frames": frames, "sampler_steps": steps}
     vae, dit = build_model(vae_meta), perturb_zero_init(build_model(meta))
+    store = open_store(settings)
     with start_run(settings, "distillation", run_name="tiny-student") as run:
-        vae_key = weights_key("vae-run")
-        save_weights(open_store(settings), vae_key, vae, vae_meta)
-        version = publish_version(settings, STUDENT_MODEL, run.info.run_id, dit, meta, vae_key,
-                                  tags=tags)
+        # what the train worker (weights, logged model) and flow (registration) do
+        vae_key, key = weights_key("vae-run"), weights_key(run.info.run_id)
+        save_weights(store, vae_key, vae, vae_meta)
+        save_weights(store, key, dit, meta)
+        info = connect(settings).pytorch.log_model(dit, name="model", pip_requirements=[],
+                                                   serialization_format="pickle")
+        version = register_version(
+            settings, info.model_uri, STUDENT_MODEL,
+            tags={"weights": key, "vae_weights": vae_key, "run_id": run.info.run_id,
+                  "component": "dit", **(tags or {})})
     set_alias(settings, STUDENT_MODEL, alias, version)
     return version, dit
