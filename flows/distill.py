@@ -1,10 +1,11 @@
 """Prefect flow `distill` (`make distill`, `motionctl distill`): teacher -> few-step student.
 
 The guidance stage merges the teacher's three-branch guidance into a student (one evaluation
-per step); the steps stage distils that student into `student_steps` steps (models/distill.py
-says how and why). Each stage is a run in the MLflow experiment `distillation`, trained by the same worker and
-launcher as the teacher (checkpoints, resume, samples, progress bar), and registered as a
-version of `motioncontrol-student` tagged with its teacher version and distillation stage.
+per step); the steps stage distils that student into `student_steps` steps
+(models/distill.py says how and why). Each stage is a run in the MLflow experiment
+`distillation`, trained by the same worker and launcher as the teacher (checkpoints, resume,
+samples, progress bar), and registered as a version of `motioncontrol-student` tagged with
+its teacher version and distillation stage.
 """
 
 from __future__ import annotations
@@ -61,10 +62,10 @@ def plan_distillation(settings: Settings, teacher_version: int | None = None) ->
         model=model_meta(run, "guidance", teacher_stage),
         steps=settings.train.steps or stage.steps, lr=stage.lr,
         batch_size=settings.train.batch_size or stage.batch_size,
-        # the student learns on the pairs its (stage-3) teacher was trained for
-        cross_identity=run.train.cross_identity,
+        # the student learns on the pairs its teacher was trained for (stage 3: cross-identity)
+        cross_identity=run.train.cross_identity if teacher_stage == 3 else 0.0,
         parent_weights=tags["weights"], teacher_weights=tags["weights"],
-        vae_weights=vae_key(settings, mv), seed=settings.seed,
+        vae_weights=vae_key(mv), seed=settings.seed,
         extra={"teacher_version": version})
 
 

@@ -1,6 +1,6 @@
 """Prefect flow `evaluate` (`make evaluate`, `motionctl evaluate`): registered models and the
-baselines on one held-out benchmark set, every metric of docs/architecture.md section 4 logged to the
-MLflow experiment `evaluation` (one run per model version), with a comparison table, a plot
+baselines on one held-out benchmark set, every metric of docs/architecture.md section 4 logged
+to the MLflow experiment `evaluation` (one run per model version), with a comparison table, a plot
 and sample videos. The metrics land on the model versions too (tags `eval.<metric>`), which
 is what the promotion gates read.
 

@@ -1,7 +1,7 @@
 """Prefect flow `pipeline` (`motionctl pipeline`, the first half of `make demo`): every stage
 from data to a promoted model, each one reused when its inputs have not changed.
 
-    curate -> train stages 0-3 -> distill (guidance merge, few steps) -> evaluate
+    curate -> train stages 0-3 -> distill (guidance stage, steps stage) -> evaluate
            -> promote (gates -> candidate) [-> champion]
 
 It ends in the MLflow registry (docs/architecture.md section 2): serving starts from the alias.

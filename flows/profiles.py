@@ -77,7 +77,7 @@ class DistillConfig:
 
     guidance: StageConfig
     steps: StageConfig
-    teacher_steps: int = 48  # Euler steps of the guidance-stage model over the segments
+    segment_steps: int = 48  # Euler steps of the guidance-stage model over the student's steps
     text_range: tuple[float, float] = (1.0, 4.0)  # guidance scales the student learns
     reference_range: tuple[float, float] = (1.0, 2.0)
 
@@ -117,7 +117,7 @@ def debug() -> RunConfig:
                           warmup_steps=1, val_every=2, sample_every=4, checkpoint_every=2,
                           log_every=1, id_every=2),
         distill=DistillConfig(guidance=StageConfig(2, 1e-3, 2), steps=StageConfig(2, 1e-3, 2),
-                              teacher_steps=4),
+                              segment_steps=4),
         sampling=sampling)
 
 

@@ -133,10 +133,12 @@ class ModelBundle:
     def pipeline(self, text=None, **overrides):
         """A MotionControlPipeline over this bundle; `overrides` go to its constructor."""
         from models.pipeline import MotionControlPipeline
+        from models.sampling import FlowMatchSampler
         from models.text import TextEncoder
 
         kwargs = {"size": self.resolution, "frames": self.frames, "steps": self.steps,
-                  "guidance": self.guidance(), **overrides}
+                  "guidance": self.guidance(),
+                  "sampler": FlowMatchSampler(shift=self.meta["timestep_shift"]), **overrides}
         return MotionControlPipeline(self.dit, self.vae, text or TextEncoder(), **kwargs)
 
 
@@ -165,6 +167,7 @@ def model_meta(run: RunConfig, objective: str, stage: int) -> dict:
     return {"kind": "teacher" if teacher else "student", "stage": stage,
             "config": _plain(dit), "resolution": run.train_size,
             "frames": run.clip.frames, "sampler_steps": steps, "guidance": guidance,
+            "timestep_shift": run.sampling.timestep_shift,
             **({} if teacher else {"distill_stage": objective})}
 
 
@@ -184,12 +187,20 @@ def build_model(meta: dict) -> torch.nn.Module:
                      stage=int(meta["stage"]))
 
 
-def load_weights(store: ObjectStore, key: str) -> torch.nn.Module:
-    """The model saved at `key`, built from its meta with its weights loaded."""
-    blob = read_weights(store, key)
+def model_from_weights(blob: dict) -> torch.nn.Module:
+    """The model a `{"state_dict", "meta"}` blob describes, with its weights loaded."""
+    if "config" not in blob["meta"]:
+        raise MotionControlError(
+            "these weights were saved before a model's meta carried its config (they name a "
+            f"preset: {blob['meta'].get('preset')!r}); retrain them (make train-stage0 ...)")
     model = build_model(blob["meta"])
     model.load_state_dict(blob["state_dict"])
     return model
+
+
+def load_weights(store: ObjectStore, key: str) -> torch.nn.Module:
+    """The model saved at `key` in the object store."""
+    return model_from_weights(read_weights(store, key))
 
 
 def resolve_version(settings: Settings, name: str, alias: str | None = None,
@@ -222,14 +233,9 @@ def newest_version(settings: Settings, name: str, **tags: str) -> int | None:
     return max(found, default=None)
 
 
-def vae_key(settings: Settings, mv) -> str:
-    """The VAE of a version: its tag, or (older teacher versions) its run's parameter."""
+def vae_key(mv) -> str:
+    """The object-store key of the VAE a DiT version was trained with."""
     key = mv.tags.get("vae_weights")
-    if key:
-        return key
-    run_id = mv.tags.get("run_id") or mv.run_id
-    key = connect(settings).MlflowClient().get_run(run_id).data.params.get("vae_weights") \
-        if run_id else None
     if not key:
         raise MotionControlError(f"{mv.name} version {mv.version} names no VAE (tag "
                                  "vae_weights); it is not a DiT stage or student")
@@ -249,11 +255,8 @@ def load_bundle(settings: Settings, name: str = TEACHER_MODEL, alias: str | None
                                  "not registered by the train or distill flow")
     store = open_store(settings)
     blob = read_weights(store, tags["weights"])
-    dit = build_model(blob["meta"])
-    dit.load_state_dict(blob["state_dict"])
-    vae_blob = read_weights(store, vae_key(settings, mv))
-    vae = build_model(vae_blob["meta"])
-    vae.load_state_dict(vae_blob["state_dict"])
+    vae_blob = read_weights(store, vae_key(mv))
+    dit, vae = model_from_weights(blob), model_from_weights(vae_blob)
     return ModelBundle(name, int(mv.version), tags, dit.eval(), vae.eval(), blob["meta"],
                        vae_blob["meta"])
 

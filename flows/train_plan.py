@@ -4,23 +4,23 @@ worker rank (a JSON file, so the same worker runs under torchrun here and in a p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import TypeAdapter
 
 from flows.profiles import RunConfig
 
-# What a run optimises (models/objectives.py) and the model it registers.
-OBJECTIVES = {
-    "vae": "stage 0: the video VAE",
-    "teacher": "stages 1-3: the teacher DiT (body, + face, + hands)",
-    "guidance": "distillation, guidance stage: the teacher's CFG merged into a student",
-    "steps": "distillation, steps stage: a few-step student",
-}
+# What a run optimises (models/objectives.py; flows/train_worker.py RUNS builds each):
+#   vae        stage 0: the video VAE
+#   teacher    stages 1-3: the teacher DiT (body, + face, + hands)
+#   guidance   distillation, guidance stage: the teacher's CFG merged into a student
+#   steps      distillation, steps stage: a few-step student
+Objective = Literal["vae", "teacher", "guidance", "steps"]
 
 
 @dataclass
 class TrainPlan:
-    objective: str  # a key of OBJECTIVES
+    objective: Objective
     stage: int  # the teacher stage trained, or (distillation) the teacher's stage
     run_id: str  # MLflow run id; checkpoints live under checkpoints/<run_id>/
     dataset: str

@@ -34,7 +34,7 @@ def strip(batch: dict, generated: np.ndarray, size: int, index: int = 0) -> np.n
     return np.concatenate(rows, axis=0)
 
 
-def log_samples(model, objective, batch: dict, size: int, step: int) -> float:
+def log_samples(model, objective, batch: dict, size: int, fps: float, step: int) -> float:
     """What the model makes of a held-out batch (objective.sample: a VAE's reconstruction,
     a DiT's generated clip) as MLflow metric, strip and mp4; returns its SSIM."""
     import mlflow
@@ -46,7 +46,6 @@ def log_samples(model, objective, batch: dict, size: int, step: int) -> float:
     score = ssim(generated[0], truth[0])
     mlflow.log_metric("sample_ssim", score, step=step)
     mlflow.log_image(strip(batch, generated, size), f"samples/strip_{step:06d}.png")
-    fps = 12
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/sample_{step:06d}.mp4"
         with open(path, "wb") as fh:

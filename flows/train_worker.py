@@ -77,7 +77,7 @@ def distillation_run(plan: TrainPlan, store: ObjectStore):
                                     reference_range=distill.reference_range, shift=shift)
     else:
         loss = StepDistillation(frozen, student_steps=run.sampling.student_steps,
-                                teacher_steps=distill.teacher_steps, shift=shift)
+                                teacher_steps=distill.segment_steps, shift=shift)
     objective = DistillationObjective(load_weights(store, plan.vae_weights), TextEncoder(),
                                       run.train_size, distill=loss,
                                       steps=plan.model["sampler_steps"], shift=shift)
@@ -212,7 +212,8 @@ def main(plan_path: str) -> None:
                 log({"val_loss": objective.validate(engine.module, val),
                       "val_loss_ema": objective.validate(ema.module, val)}, done)
             if val and (done % cfg.sample_every == 0 or done == plan.steps):
-                log_samples(ema.module, objective, val[0], plan.run.train_size, done)
+                log_samples(ema.module, objective, val[0], plan.run.train_size,
+                            plan.run.clip.fps, done)
         if done % cfg.checkpoint_every == 0 or done == plan.steps:
             save_checkpoint(engine, ema, store, plan, done, rank)
 

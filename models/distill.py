@@ -8,9 +8,9 @@ The guidance stage (Meng et al., "On Distillation of Guided Diffusion Models", C
    embedding, regresses the teacher's three-branch guided velocity at random scales in one
    evaluation. Afterwards one call replaces three.
 
-The steps stage: few steps, by segment-wise trajectory distillation, the one-phase form of progressive
-   distillation (Salimans & Ho, ICLR 2022) that TRACT (Berthelot et al., 2023) generalised:
-   the sampling interval is cut into `student_steps` segments; for a noised latent at a
+The steps stage: few steps, by segment-wise trajectory distillation, the one-phase form of
+   progressive distillation (Salimans & Ho, ICLR 2022) that TRACT (Berthelot et al., 2023)
+   generalised: the sampling interval is cut into `student_steps` segments; for a noised latent at a
    segment's start the frozen guidance-stage model integrates the segment with `teacher_steps /
    student_steps` Euler steps, and the student learns the single straight step that lands
    on the same point. Rectified-flow trajectories are nearly straight, so one phase
@@ -53,10 +53,11 @@ def guided_velocity(teacher: nn.Module, x: Tensor, t: Tensor, cond: Conditions,
 
 
 class GuidanceDistillation:
-    """The guidance stage: student(x_t, t, cond + scales) ≈ teacher's guided velocity at those scales."""
+    """The guidance stage: student(x_t, t, cond + scales) ≈ the teacher's guided velocity at
+    those scales."""
 
-    def __init__(self, teacher: nn.Module, *, text_range: tuple[float, float] = (1.0, 4.0),
-                 reference_range: tuple[float, float] = (1.0, 2.0), shift: float = 1.0):
+    def __init__(self, teacher: nn.Module, *, text_range: tuple[float, float],
+                 reference_range: tuple[float, float], shift: float = 1.0):
         self.teacher = teacher.eval().requires_grad_(False)
         self.text_range, self.reference_range, self.shift = text_range, reference_range, shift
 
@@ -76,14 +77,14 @@ class GuidanceDistillation:
             target = guided_velocity(self.teacher, x_t, t, cond, s_text, s_ref)
         pred = student(x_t, t, cond.with_guidance(s_text, s_ref))
         loss = F.mse_loss(pred.float(), target.float())
-        return {"guidance_merge": loss, "total": loss}
+        return {"guidance": loss, "total": loss}
 
 
 class StepDistillation:
     """The steps stage: one student step per segment = the guidance-stage model's `teacher_steps /
     student_steps` Euler steps over it (the student keeps its default guidance scales)."""
 
-    def __init__(self, teacher: nn.Module, *, student_steps: int = 4, teacher_steps: int = 48,
+    def __init__(self, teacher: nn.Module, *, student_steps: int, teacher_steps: int,
                  shift: float = 1.0):
         if student_steps < 1 or teacher_steps < student_steps:
             raise ValueError(f"need 1 <= student_steps ({student_steps}) <= teacher_steps "
@@ -120,4 +121,4 @@ class StepDistillation:
         target = (landing - x) / _per_sample(t_end - t_start)  # the one straight step
         pred = student(x, t_start, cond)
         loss = F.mse_loss(pred.float(), target.float())
-        return {"step_distillation": loss, "total": loss}
+        return {"steps": loss, "total": loss}

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from models.errors import InvalidInput
 
-TEMPORAL_STRIDE = 4  # causal video VAE (Wan, tiny preset): T frames -> 1 + (T - 1)/4 latent frames
 _EPS = 1e-8
 
 
@@ -152,7 +151,7 @@ def region_weights(
     alpha: float = 1.0,
     *,
     threshold: float | None = None,
-    temporal_stride: int = TEMPORAL_STRIDE,
+    temporal_stride: int,
 ) -> Tensor:
     """Per-latent loss weights (B, 1, T', h, w) emphasising high-motion regions.
 

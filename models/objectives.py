@@ -135,8 +135,8 @@ class FlowMatchingObjective(LatentObjective):
     steps (it decodes frames, which costs more than the rest of the step)."""
 
     def __init__(self, vae: nn.Module, text, size: int, *, steps: int,
-                 guidance: GuidanceConfig, shift: float = 1.0, region_alpha: float = 1.0,
-                 id_weight: float = 0.05, id_every: int = 25, device="cpu"):
+                 guidance: GuidanceConfig, region_alpha: float, id_weight: float,
+                 id_every: int, shift: float = 1.0, device="cpu"):
         super().__init__(vae, text, size, steps=steps, guidance=guidance, shift=shift,
                          device=device)
         self.region_alpha, self.id_weight, self.id_every = region_alpha, id_weight, id_every
@@ -154,7 +154,8 @@ class FlowMatchingObjective(LatentObjective):
         weights = None
         if self.region_alpha > 0:
             weights = region_weights(resize_frames(batch["frames"], self.size), x0.shape,
-                                     alpha=self.region_alpha).to(self.device)
+                                     alpha=self.region_alpha,
+                                     temporal_stride=self.vae.temporal_factor).to(self.device)
         out = {"flow_matching": flow_matching_loss(v, x0, noise, weights)}
         total = out["flow_matching"]
         if step is not None and self.id_weight > 0 and self.id_every \

@@ -174,7 +174,7 @@ def train(stage: int = typer.Option(..., "--stage", help="0 VAE, 1 body, 2 +face
 def distill(teacher_version: int = typer.Option(None, "--teacher-version", min=1,
                                                 help="default: the newest stage-3 teacher"),
             force: bool = typer.Option(False, help="distil again even if nothing changed")):
-    """Distil the teacher into a few-step student without CFG (guidance merge, then steps)."""
+    """Distil the teacher into a few-step student without CFG (the guidance stage, then the steps stage)."""
     from flows.distill import run_distillation
 
     result = run_distillation(_settings(), teacher_version, force=force)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from flows.registry import ModelBundle, build_model
+from flows.registry import ModelBundle, model_from_weights
 from models.assets import minilm_dir
 from models.text import TextEncoder
 
@@ -35,11 +35,9 @@ def load_served_bundle(folder: Path) -> ModelBundle:
     models = {}
     for part in ("dit", "vae"):
         blob = torch.load(folder / f"{part}.pt", map_location="cpu", weights_only=True)
-        models[part] = build_model(blob["meta"])
-        models[part].load_state_dict(blob["state_dict"])
-        models[part].eval()
+        models[part] = model_from_weights(blob).eval()
     return ModelBundle(served["name"], int(served["version"]), served["tags"], models["dit"],
-                       models["vae"], served["meta"], served.get("vae_meta", {}))
+                       models["vae"], served["meta"], served["vae_meta"])
 
 
 def load_served_pipeline(folder: Path, device: str = "cpu"):

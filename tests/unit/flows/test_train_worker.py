@@ -1,6 +1,5 @@
 """The pieces of the training engine that need no model: schedule, plan, checkpoints."""
 
-import numpy as np
 import pytest
 
 from flows.checkpoints import (
@@ -16,7 +15,6 @@ from flows.registry import build_model, model_meta
 from flows.store import LocalStore
 from flows.train_plan import TrainPlan
 from flows.train_worker import warmup_cosine
-from models.data.dataset import still_example
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -72,13 +70,3 @@ def test_checkpoints_upload_latest_prune_and_download(tmp_path):
     assert (got / "model.pt").read_bytes() == b"weights at 6"
     assert (got / "sub" / "optim.pt").read_bytes() == b"o" * 6
     assert latest_checkpoint(store, "other") is None
-
-
-def test_still_example_is_static_with_zero_intensity():
-    frames = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
-    kps = np.random.default_rng(1).random((5, 133, 4)).astype(np.float32)
-    ex = still_example({"frames": frames, "keypoints": kps, "driver_keypoints": kps,
-                        "driver_frames": frames, "motion_intensity": np.float32(0.7),
-                        "camera": np.zeros((5, 3), np.float32)})
-    assert ex["motion_intensity"] == 0 and ex["static"]
-    assert (ex["frames"] == frames[0]).all() and (ex["keypoints"] == kps[0]).all()

@@ -42,7 +42,7 @@ def test_guided_velocity_is_the_samplers_formula(pair):
     torch.testing.assert_close(ours, theirs)
 
 
-def test_guidance_merge_targets_the_guided_velocity(pair):
+def test_guidance_stage_targets_the_guided_velocity(pair):
     teacher, student, x0, cond = pair
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     unguided = GuidanceDistillation(teacher, text_range=(1, 1), reference_range=(1, 1))
@@ -71,7 +71,7 @@ class Straight(nn.Module):
         return (x - self.c) / t.view(-1, 1, 1, 1, 1)
 
 
-def test_step_distillation_target_is_one_straight_step_over_the_segment():
+def test_steps_stage_target_is_one_straight_step_over_the_segment():
     c = torch.randn(B, 4, T, S, S)
     cond = random_conditions(CFG, B, T, S, seed=3)
     objective = StepDistillation(Straight(c), student_steps=4, teacher_steps=48)
@@ -85,7 +85,7 @@ def test_step_distillation_target_is_one_straight_step_over_the_segment():
                      generator=torch.Generator().manual_seed(0))["total"] > 0.1
 
 
-def test_step_distillation_validation_picks_the_nearest_segment():
+def test_steps_stage_validation_picks_the_nearest_segment():
     c = torch.randn(B, 4, T, S, S)
     objective = StepDistillation(Straight(c), student_steps=4, teacher_steps=8)
     seen = []

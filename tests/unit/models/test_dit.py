@@ -1,4 +1,4 @@
-"""MotionDiT on the debug preset: shapes, every condition path (on, dropped, off by stage),
+"""MotionDiT on the debug profile: shapes, every condition path (on, dropped, off by stage),
 gradients into every encoder, stage switching, the state-dict layout and the Wan2.x weight
 adapter. Models are perturbed (tests/tiny_models.py): a fresh one outputs zero whatever its
 inputs, which would let a condition wired to nothing pass."""
@@ -306,7 +306,7 @@ def test_state_dict_keys_are_unchanged():
     listed = Path(__file__).with_name("dit_state_dict_keys.txt").read_text().splitlines()
     expected = [line for line in listed if not line.startswith("#")]
     with torch.device("meta"):
-        model = MotionDiT(dataclasses.replace(profile_config("tiny").dit, guidance_embed=True))
+        model = MotionDiT(dataclasses.replace(profile_config("debug").dit, guidance_embed=True))
     got = [f"{k} {'x'.join(map(str, v.shape))}" for k, v in model.state_dict().items()]
     assert sorted(got) == sorted(expected)
 

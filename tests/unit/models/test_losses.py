@@ -125,7 +125,7 @@ def test_region_weights_have_latent_shape_mean_one_and_follow_motion():
     mag = torch.zeros(2, 9, 16, 16)
     mag[0, :, :, :8] = 2.0  # clip 0: left half moves
     mag[1, 5:, 8:, :] = 1.0  # clip 1: bottom half moves, in the last latent frame only
-    w = region_weights(mag, (2, 4, 3, 4, 4), alpha=2.0)
+    w = region_weights(mag, (2, 4, 3, 4, 4), alpha=2.0, temporal_stride=4)
     assert w.shape == (2, 1, 3, 4, 4)
     torch.testing.assert_close(w.mean(dim=(1, 2, 3, 4)), torch.ones(2))
     assert (w[0, :, :, :, :2] > w[0, :, :, :, 2:]).all()
@@ -134,9 +134,9 @@ def test_region_weights_have_latent_shape_mean_one_and_follow_motion():
 
 
 def test_region_weights_static_clip_is_uniform_and_threshold_gives_a_mask():
-    torch.testing.assert_close(region_weights(torch.zeros(1, 5, 8, 8), (2, 2, 2)), torch.ones(1, 1, 2, 2, 2))
+    torch.testing.assert_close(region_weights(torch.zeros(1, 5, 8, 8), (2, 2, 2), temporal_stride=4), torch.ones(1, 1, 2, 2, 2))
     mag = torch.linspace(0, 1, 8).expand(1, 5, 8, 8)
-    w = region_weights(mag, (2, 2, 2), alpha=1.0, threshold=0.5)
+    w = region_weights(mag, (2, 2, 2), alpha=1.0, threshold=0.5, temporal_stride=4)
     assert w.unique().numel() == 2  # foreground and background weights only
     assert w.mean().item() == pytest.approx(1.0)
 
@@ -149,7 +149,7 @@ def test_region_weights_follow_the_vae_temporal_factor():
 
 
 def test_region_weights_from_frames():
-    w = region_weights(_moving_square_clip(), (3, 4, 4), alpha=3.0)
+    w = region_weights(_moving_square_clip(), (3, 4, 4), alpha=3.0, temporal_stride=4)
     assert w.shape == (1, 1, 3, 4, 4)
     assert w[..., :2].mean() > w[..., 2:].mean()  # the square moves in the left half
 
@@ -157,7 +157,7 @@ def test_region_weights_from_frames():
 @pytest.mark.parametrize("latent", [(3, 4, 4), (2, 3, 3), (2,)])
 def test_region_weights_reject_grids_that_do_not_divide(latent):
     with pytest.raises(InvalidInput):
-        region_weights(torch.zeros(1, 5, 8, 8), latent)
+        region_weights(torch.zeros(1, 5, 8, 8), latent, temporal_stride=4)
 
 
 # --- ID consistency ----------------------------------------------------------------------

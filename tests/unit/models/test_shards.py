@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from models.data.dataset import ConditionDropout, ShardDataset, local_shard
+from models.data.dataset import ConditionDropout, ShardDataset, local_shard, still_example
 from models.data.shards import iter_shard, sample_digest, write_shards
 from models.errors import InvalidInput
 from models.keypoints import empty
@@ -114,3 +114,13 @@ def test_fewer_shards_than_readers_split_motion_groups(tmp_path):
     # validation reads everything on every rank
     assert len(list(ShardDataset([local_shard(s.path) for s in shards], dropout=None,
                                  distributed=False))) == len(samples)
+
+
+def test_still_example_is_static_with_zero_intensity():
+    frames = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    kps = np.random.default_rng(1).random((5, 133, 4)).astype(np.float32)
+    ex = still_example({"frames": frames, "keypoints": kps, "driver_keypoints": kps,
+                        "driver_frames": frames, "motion_intensity": np.float32(0.7),
+                        "camera": np.zeros((5, 3), np.float32)})
+    assert ex["motion_intensity"] == 0 and ex["static"]
+    assert (ex["frames"] == frames[0]).all() and (ex["keypoints"] == kps[0]).all()
