@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from flows.profiles import profile_config
-from models.dit import MotionDiT
 from models.distill import GuidanceDistillation, StepDistillation
+from models.dit import MotionDiT
 from models.objectives import DistillationObjective, FlowMatchingObjective, VAEObjective
 from models.sampling import GuidanceConfig
 from models.synthetic import make_motion, render_cross_identity, sample_character
