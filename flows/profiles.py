@@ -86,7 +86,7 @@ class DistillConfig:
 class RunConfig:
     profile: str
     clip: ClipSpec  # what curation writes
-    train_size: int  # px, square: what the VAE and DiT see (clips are resized to it)
+    resolution: int  # px, square: what the VAE and DiT see (clips are resized to it)
     vae: VAEConfig
     dit: DiTConfig
     train: TrainConfig
@@ -109,7 +109,7 @@ def debug() -> RunConfig:
                     num_res_blocks=1, attention=False, norm_groups=4)
     sampling = SamplingConfig(teacher_steps=2, student_steps=2)
     return RunConfig(
-        profile="debug", clip=ClipSpec(size=64, frames=9, fps=12.0), train_size=64,
+        profile="debug", clip=ClipSpec(size=64, frames=9, fps=12.0), resolution=64,
         vae=vae,
         dit=_dit(vae, sampling, patch_size=(1, 2, 2), dim=32, depth=2, heads=2, ffn_dim=64,
                  face_every=1, freq_dim=32, pose_width=4, appearance_width=4),
@@ -133,7 +133,7 @@ def tiny() -> RunConfig:
                     num_res_blocks=1, attention=False, norm_groups=8, shortcut=True)
     sampling = SamplingConfig()
     return RunConfig(
-        profile="tiny", clip=ClipSpec(size=128, frames=17, fps=12.0), train_size=64,
+        profile="tiny", clip=ClipSpec(size=128, frames=17, fps=12.0), resolution=64,
         vae=vae,
         # 5 x 4 x 4 tokens a clip (patch 2 on 8² latents): ~1.6M parameters
         dit=_dit(vae, sampling, patch_size=(1, 2, 2), dim=128, depth=4, heads=4, ffn_dim=512,
@@ -156,7 +156,7 @@ def small() -> RunConfig:
     vae = VAEConfig(latent_channels=16, base_channels=64)
     sampling = SamplingConfig()
     return RunConfig(
-        profile="small", clip=ClipSpec(size=256, frames=49, fps=24.0), train_size=256,
+        profile="small", clip=ClipSpec(size=256, frames=49, fps=24.0), resolution=256,
         vae=vae,
         dit=_dit(vae, sampling, patch_size=(1, 2, 2), dim=512, depth=12, heads=8,
                  ffn_dim=2048, face_every=3, pose_width=32, appearance_width=32,
@@ -177,7 +177,7 @@ def base() -> RunConfig:
     vae = VAEConfig()
     sampling = SamplingConfig()
     return RunConfig(
-        profile="base", clip=ClipSpec(size=512, frames=81, fps=24.0), train_size=512,
+        profile="base", clip=ClipSpec(size=512, frames=81, fps=24.0), resolution=512,
         vae=vae,
         dit=_dit(vae, sampling, patch_size=(1, 2, 2), dim=1536, depth=30, heads=12,
                  ffn_dim=8960, face_every=5, pose_width=64, appearance_width=64,

@@ -157,7 +157,7 @@ def model_meta(run: RunConfig, objective: str, stage: int) -> dict:
     stage. Saved with its weights; `build_model` reads it."""
     if objective == "vae":
         return {"kind": "vae", "stage": 0, "config": _plain(run.vae),
-                "resolution": run.train_size}
+                "resolution": run.resolution}
     teacher = objective == "teacher"
     # A student takes its guidance scales as an input (guidance_embed) and samples with one
     # branch; after the steps stage also with the student's few steps.
@@ -165,7 +165,7 @@ def model_meta(run: RunConfig, objective: str, stage: int) -> dict:
     steps = run.sampling.student_steps if objective == "steps" else run.sampling.teacher_steps
     guidance = [run.sampling.text_scale, run.sampling.reference_scale] if teacher else [1.0, 1.0]
     return {"kind": "teacher" if teacher else "student", "stage": stage,
-            "config": _plain(dit), "resolution": run.train_size,
+            "config": _plain(dit), "resolution": run.resolution,
             "frames": run.clip.frames, "sampler_steps": steps, "guidance": guidance,
             "timestep_shift": run.sampling.timestep_shift,
             **({} if teacher else {"distill_stage": objective})}

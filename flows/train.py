@@ -151,7 +151,7 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
                        params={"stage": plan.stage, "objective": plan.objective,
                                "steps": plan.steps, "lr": plan.lr,
                                "batch_size": plan.batch_size, "profile": plan.run.profile,
-                               "resolution": plan.run.train_size,
+                               "resolution": plan.run.resolution,
                                "cross_identity": plan.cross_identity,
                                "parent_weights": plan.parent_weights or "",
                                "teacher_weights": plan.teacher_weights or "",

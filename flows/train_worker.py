@@ -50,7 +50,7 @@ from models.text import TextEncoder
 
 
 def vae_run(plan: TrainPlan, store: ObjectStore):
-    return build_model(plan.model), VAEObjective(plan.run.train_size, plan.run.train.kl_weight)
+    return build_model(plan.model), VAEObjective(plan.run.resolution, plan.run.train.kl_weight)
 
 
 def teacher_run(plan: TrainPlan, store: ObjectStore):
@@ -58,7 +58,7 @@ def teacher_run(plan: TrainPlan, store: ObjectStore):
     run, cfg = plan.run, plan.run.train
     model = _start_from_parent(plan, store)
     objective = FlowMatchingObjective(
-        load_weights(store, plan.vae_weights), TextEncoder(), run.train_size,
+        load_weights(store, plan.vae_weights), TextEncoder(), run.resolution,
         steps=run.sampling.teacher_steps,
         # samples as the naive three-branch sampler draws them: what the teacher learned
         guidance=GuidanceConfig(text_scale=run.sampling.text_scale,
@@ -79,7 +79,7 @@ def distillation_run(plan: TrainPlan, store: ObjectStore):
         loss = StepDistillation(frozen, student_steps=run.sampling.student_steps,
                                 teacher_steps=distill.segment_steps, shift=shift)
     objective = DistillationObjective(load_weights(store, plan.vae_weights), TextEncoder(),
-                                      run.train_size, distill=loss,
+                                      run.resolution, distill=loss,
                                       steps=plan.model["sampler_steps"], shift=shift)
     return _start_from_parent(plan, store), objective
 
@@ -212,7 +212,7 @@ def main(plan_path: str) -> None:
                 log({"val_loss": objective.validate(engine.module, val),
                       "val_loss_ema": objective.validate(ema.module, val)}, done)
             if val and (done % cfg.sample_every == 0 or done == plan.steps):
-                log_samples(ema.module, objective, val[0], plan.run.train_size,
+                log_samples(ema.module, objective, val[0], plan.run.resolution,
                             plan.run.clip.fps, done)
         if done % cfg.checkpoint_every == 0 or done == plan.steps:
             save_checkpoint(engine, ema, store, plan, done, rank)

@@ -320,35 +320,3 @@ def drop_masks(batch: dict, device) -> dict[str, Tensor] | None:
         return None
     return {k: torch.as_tensor(_numpy(v)).to(device, torch.bool).reshape(-1)
             for k, v in drop.items()}
-
-
-def random_conditions(config, batch_size: int, latent_frames: int, latent_size: int, *,
-                      library: int = 0, text_len: int = 6, seed: int = 0,
-                      device=None) -> Conditions:
-    """Random conditions of the right shapes for a `models.dit.DiTConfig` (tests and
-    benchmarks): pixel frames 1 + temporal_factor (T' - 1), side latent_size x spatial_factor,
-    R = 1 + library reference frames."""
-    g = torch.Generator().manual_seed(seed)
-    b, c = batch_size, config.latent_channels
-    frames = 1 + config.temporal_factor * (latent_frames - 1)
-    side = latent_size * config.spatial_factor
-
-    def rand(*shape) -> Tensor:
-        return torch.rand(*shape, generator=g)
-
-    return Conditions(
-        reference_latents=torch.randn(b, c, 1 + library, latent_size, latent_size, generator=g),
-        body_maps=rand(b, 3, frames, side, side), hand_maps=rand(b, 3, frames, side, side),
-        face_codes=torch.randn(b, frames, FACE_POINTS, FACE_CODE_DIM, generator=g) * 0.05,
-        identity_embedding=torch.randn(b, IDENTITY_DIM, generator=g) * 0.1,
-        identity_valid=torch.ones(b, dtype=torch.bool),
-        reference_pixels=rand(b, 3, side, side) * 2 - 1,
-        subject_library=rand(b, library, 3, side, side) * 2 - 1,
-        subject_mask=torch.ones(b, library, dtype=torch.bool),
-        text_tokens=torch.randn(b, text_len, config.text_dim, generator=g),
-        text_mask=torch.ones(b, text_len, dtype=torch.bool),
-        action_embedding=torch.nn.functional.normalize(
-            torch.randn(b, config.text_dim, generator=g), dim=-1),
-        motion_intensity=rand(b) * 0.02,
-        camera=torch.cat([rand(b, frames, 2) * 0.2 - 0.1, 1 + rand(b, frames, 1) * 0.5], -1),
-    ).to(device)

@@ -417,10 +417,3 @@ class MotionDiT(nn.Module):
         out = self.proj_out(self.norm_out(seq[:, :n_video]) * (1 + scale) + shift)
         out = out.view(b, *grid, pt, ph, pw, c.latent_channels)
         return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(x.shape)
-
-
-def count_parameters(config: DiTConfig) -> int:
-    """Parameters of a MotionDiT (built on the meta device: no memory, any size)."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in MotionDiT(config).parameters())
-

@@ -174,7 +174,7 @@ class FlowMatchSampler:
         cond: Any,
         shape: tuple[int, int, int, int, int],
         *,
-        steps: int = 50,
+        steps: int,
         guidance: GuidanceConfig | None = None,
         generator: torch.Generator | None = None,
         x_T: Tensor | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.conditions import FACE_CODE_DIM, FACE_POINTS, IDENTITY_DIM, Conditions
 from models.dit import MotionDiT
 
 
@@ -66,3 +67,41 @@ def publish_tiny_student(settings, *, frames: int = 9, steps: int = 2, alias: st
                   "component": "dit", **(tags or {})})
     set_alias(settings, STUDENT_MODEL, alias, version)
     return version, dit
+
+
+def random_conditions(config, batch_size: int, latent_frames: int, latent_size: int, *,
+                      library: int = 0, text_len: int = 6, seed: int = 0,
+                      device=None) -> Conditions:
+    """Random conditions of the right shapes for a `models.dit.DiTConfig` (tests and
+    benchmarks): pixel frames 1 + temporal_factor (T' - 1), side latent_size x spatial_factor,
+    R = 1 + library reference frames."""
+    g = torch.Generator().manual_seed(seed)
+    b, c = batch_size, config.latent_channels
+    frames = 1 + config.temporal_factor * (latent_frames - 1)
+    side = latent_size * config.spatial_factor
+
+    def rand(*shape) -> torch.Tensor:
+        return torch.rand(*shape, generator=g)
+
+    return Conditions(
+        reference_latents=torch.randn(b, c, 1 + library, latent_size, latent_size, generator=g),
+        body_maps=rand(b, 3, frames, side, side), hand_maps=rand(b, 3, frames, side, side),
+        face_codes=torch.randn(b, frames, FACE_POINTS, FACE_CODE_DIM, generator=g) * 0.05,
+        identity_embedding=torch.randn(b, IDENTITY_DIM, generator=g) * 0.1,
+        identity_valid=torch.ones(b, dtype=torch.bool),
+        reference_pixels=rand(b, 3, side, side) * 2 - 1,
+        subject_library=rand(b, library, 3, side, side) * 2 - 1,
+        subject_mask=torch.ones(b, library, dtype=torch.bool),
+        text_tokens=torch.randn(b, text_len, config.text_dim, generator=g),
+        text_mask=torch.ones(b, text_len, dtype=torch.bool),
+        action_embedding=torch.nn.functional.normalize(
+            torch.randn(b, config.text_dim, generator=g), dim=-1),
+        motion_intensity=rand(b) * 0.02,
+        camera=torch.cat([rand(b, frames, 2) * 0.2 - 0.1, 1 + rand(b, frames, 1) * 0.5], -1),
+    ).to(device)
+
+
+def count_parameters(config) -> int:
+    """Parameters of a MotionDiT (built on the meta device: no memory, any size)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in MotionDiT(config).parameters())

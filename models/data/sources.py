@@ -20,11 +20,11 @@ from models.video import VideoLimits
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """Shape of every curated clip."""
+    """Shape of every curated clip (each profile's is in flows/profiles.py)."""
 
-    size: int = 128  # px, square for rendered clips; short side for real video
-    frames: int = 16
-    fps: float = 12.0
+    size: int  # px, square for rendered clips; short side for real video
+    frames: int  # 1 + 4k for the causal video VAE
+    fps: float
 
 
 @dataclass(frozen=True)

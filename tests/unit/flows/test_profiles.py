@@ -5,8 +5,8 @@ import torch
 
 from flows.profiles import PROFILES, profile_config, run_config
 from flows.settings import load_settings
-from models.dit import count_parameters
 from models.vae import VideoVAE, num_params
+from tests.tiny_models import count_parameters
 
 
 def test_every_profile_fits_together():
@@ -16,8 +16,8 @@ def test_every_profile_fits_together():
         assert (run.dit.latent_channels, run.dit.temporal_factor, run.dit.spatial_factor) == \
             (run.vae.latent_channels, run.vae.temporal_factor, run.vae.spatial_factor), name
         assert (run.clip.frames - 1) % run.vae.temporal_factor == 0, name
-        assert run.train_size % (run.vae.spatial_factor * run.dit.patch_size[1]) == 0, name
-        assert run.train_size <= run.clip.size, name
+        assert run.resolution % (run.vae.spatial_factor * run.dit.patch_size[1]) == 0, name
+        assert run.resolution <= run.clip.size, name
         assert set(run.train.stages) == {0, 1, 2, 3}, name
         # a student's default guidance is what its teacher samples with
         assert run.dit.default_guidance == (run.sampling.text_scale,

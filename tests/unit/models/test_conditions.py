@@ -16,7 +16,6 @@ from models.conditions import (
     Conditions,
     build_conditions,
     drop_masks,
-    random_conditions,
     reference_identity,
 )
 from models.data.dataset import ConditionDropout
@@ -24,6 +23,7 @@ from models.dit import MotionDiT
 from models.errors import InvalidInput
 from models.synthetic import make_motion, render_cross_identity, sample_character
 from models.text import TextEncoder
+from tests.tiny_models import random_conditions
 
 CFG = profile_config("debug").dit
 SIZE, FRAMES = 64, 17

@@ -9,11 +9,10 @@ import torch
 from torch import nn
 
 from flows.profiles import profile_config
-from models.conditions import random_conditions
 from models.distill import GuidanceDistillation, StepDistillation, guided_velocity
 from models.dit import MotionDiT
 from models.sampling import FlowMatchSampler, GuidanceConfig
-from tests.tiny_models import perturb_zero_init
+from tests.tiny_models import perturb_zero_init, random_conditions
 
 CFG = profile_config("tiny").dit
 B, T, S = 2, 3, 8

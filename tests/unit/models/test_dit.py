@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from flows.profiles import profile_config
-from models.conditions import DROP_KEYS, random_conditions
+from models.conditions import DROP_KEYS
 from models.convert_wan import convert_wan, load_wan, wan_config
 from models.dit import MotionDiT
 from models.errors import InvalidInput
-from tests.tiny_models import perturb_zero_init
+from tests.tiny_models import perturb_zero_init, random_conditions
 
 CFG = profile_config("debug").dit
 B, T, S = 2, 5, 8  # latents (B, C, 5, 8, 8) <-> pixels 17 x 64 x 64

@@ -22,7 +22,7 @@ from tests.unit.models.test_conditions import collate
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/models/conftest.py
 RUN = profile_config("debug")
-SIZE, FRAMES = RUN.train_size, RUN.clip.frames
+SIZE, FRAMES = RUN.resolution, RUN.clip.frames
 
 
 @pytest.fixture(scope="module")
