@@ -1,4 +1,4 @@
-"""Small, randomly initialised models for tests and benchmarks.
+"""Small, randomly initialised models and synthetic inputs for tests and benchmarks.
 
 A freshly built MotionDiT outputs exactly zero: its adaLN-Zero tables and every condition's
 output projection start at zero, so no input, and no condition, changes anything. A test on
@@ -6,14 +6,16 @@ such a model passes even when a condition is wired to nothing. `perturb_zero_ini
 parameters small random values, as a few training steps would, so that everything counts.
 `publish_tiny_student` registers one like the distill flow does (for the registry and serving
 paths): what is under test there is the path a model takes, not what it generates.
+`random_conditions` and `collate` make a DiT's conditions and a dataset batch.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from models.conditions import FACE_CODE_DIM, FACE_POINTS, IDENTITY_DIM, Conditions
+from models.conditions import DROP_KEYS, FACE_CODE_DIM, FACE_POINTS, IDENTITY_DIM, Conditions
 from models.dit import MotionDiT
 
 
@@ -105,3 +107,21 @@ def count_parameters(config) -> int:
     """Parameters of a MotionDiT (built on the meta device: no memory, any size)."""
     with torch.device("meta"):
         return sum(p.numel() for p in MotionDiT(config).parameters())
+
+
+def collate(clips, cross: bool = True) -> dict:
+    """What the dataset's DataLoader yields for these clips (target i, driver i+1)."""
+    drivers = clips[1:] + clips[:1] if cross else clips
+    return {
+        "frames": torch.from_numpy(np.stack([c.frames for c in clips])),
+        "keypoints": torch.from_numpy(np.stack([c.keypoints for c in clips])),
+        "driver_keypoints": torch.from_numpy(np.stack([c.keypoints for c in drivers])),
+        "reference": torch.from_numpy(np.stack([c.reference_image for c in clips])),
+        "camera": torch.from_numpy(np.stack([
+            np.stack([c.camera.pan_x, c.camera.pan_y, c.camera.zoom], 1) for c in clips]
+        ).astype(np.float32)),
+        "motion_intensity": torch.tensor([0.004, 0.009]),
+        "caption": [c.caption for c in clips],
+        "action_phrase": [c.action_phrase for c in clips],
+        "drop": {k: torch.tensor([False, k == "face"]) for k in DROP_KEYS},
+    }

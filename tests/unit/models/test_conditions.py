@@ -23,7 +23,7 @@ from models.dit import MotionDiT
 from models.errors import InvalidInput
 from models.synthetic import make_motion, render_cross_identity, sample_character
 from models.text import TextEncoder
-from tests.tiny_models import random_conditions
+from tests.tiny_models import collate, random_conditions
 
 CFG = profile_config("debug").dit
 SIZE, FRAMES = 64, 17
@@ -42,24 +42,6 @@ def clips():
     motion = make_motion("wave", frames=FRAMES, fps=24)
     return render_cross_identity(motion, [sample_character(1), sample_character(2)],
                                  size=SIZE, camera="pan_left")
-
-
-def collate(clips, cross: bool = True) -> dict:
-    """What the dataset's DataLoader yields for these clips (target i, driver i+1)."""
-    drivers = clips[1:] + clips[:1] if cross else clips
-    return {
-        "frames": torch.from_numpy(np.stack([c.frames for c in clips])),
-        "keypoints": torch.from_numpy(np.stack([c.keypoints for c in clips])),
-        "driver_keypoints": torch.from_numpy(np.stack([c.keypoints for c in drivers])),
-        "reference": torch.from_numpy(np.stack([c.reference_image for c in clips])),
-        "camera": torch.from_numpy(np.stack([
-            np.stack([c.camera.pan_x, c.camera.pan_y, c.camera.zoom], 1) for c in clips]
-        ).astype(np.float32)),
-        "motion_intensity": torch.tensor([0.004, 0.009]),
-        "caption": [c.caption for c in clips],
-        "action_phrase": [c.action_phrase for c in clips],
-        "drop": {k: torch.tensor([False, k == "face"]) for k in DROP_KEYS},
-    }
 
 
 def encode(video: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,7 @@ from models.sampling import GuidanceConfig
 from models.synthetic import make_motion, render_cross_identity, sample_character
 from models.text import TextEncoder
 from models.vae import VideoVAE
-from tests.tiny_models import perturb_zero_init
-from tests.unit.models.test_conditions import collate
+from tests.tiny_models import collate, perturb_zero_init
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/models/conftest.py
 RUN = profile_config("debug")
