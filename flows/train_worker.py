@@ -68,24 +68,36 @@ def teacher_run(plan: TrainPlan, store: ObjectStore):
     return model, objective
 
 
-def distillation_run(plan: TrainPlan, store: ObjectStore):
+def guidance_run(plan: TrainPlan, store: ObjectStore):
+    """The guidance stage: a student learns the teacher's guided velocity at random scales."""
+    run = plan.run
+    loss = GuidanceDistillation(load_weights(store, plan.teacher_weights),
+                                text_range=run.distill.text_range,
+                                reference_range=run.distill.reference_range,
+                                shift=run.sampling.timestep_shift)
+    return _student(plan, store, loss)
+
+
+def steps_run(plan: TrainPlan, store: ObjectStore):
+    """The steps stage: one student step per segment of the guidance-stage model's path."""
+    run = plan.run
+    loss = StepDistillation(load_weights(store, plan.teacher_weights),
+                            student_steps=run.sampling.student_steps,
+                            teacher_steps=run.distill.segment_steps,
+                            shift=run.sampling.timestep_shift)
+    return _student(plan, store, loss)
+
+
+RUNS = {"vae": vae_run, "teacher": teacher_run, "guidance": guidance_run, "steps": steps_run}
+
+
+def _student(plan: TrainPlan, store: ObjectStore, loss):
     """A student starts as the model it imitates (plus a zero-initialised guidance input)."""
-    run, distill = plan.run, plan.run.distill
-    frozen, shift = load_weights(store, plan.teacher_weights), run.sampling.timestep_shift
-    if plan.objective == "guidance":
-        loss = GuidanceDistillation(frozen, text_range=distill.text_range,
-                                    reference_range=distill.reference_range, shift=shift)
-    else:
-        loss = StepDistillation(frozen, student_steps=run.sampling.student_steps,
-                                teacher_steps=distill.segment_steps, shift=shift)
     objective = DistillationObjective(load_weights(store, plan.vae_weights), TextEncoder(),
-                                      run.resolution, distill=loss,
-                                      steps=plan.model["sampler_steps"], shift=shift)
+                                      plan.run.resolution, distill=loss,
+                                      steps=plan.model["sampler_steps"],
+                                      shift=plan.run.sampling.timestep_shift)
     return _start_from_parent(plan, store), objective
-
-
-RUNS = {"vae": vae_run, "teacher": teacher_run, "guidance": distillation_run,
-        "steps": distillation_run}
 
 
 def _start_from_parent(plan: TrainPlan, store: ObjectStore) -> torch.nn.Module:
