@@ -12,6 +12,7 @@ defaults below.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -261,6 +262,16 @@ class Settings(BaseSettings):
     triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
     triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
     serve: ServeSettings = ServeSettings()
+
+    @field_validator("video", "curation", mode="before")
+    @classmethod
+    def _json_in_dataclass_groups(cls, v):
+        # pydantic-settings decodes JSON values (MC_CURATION__INTENSITY_LEVELS='[0.002, 0.01]')
+        # only inside BaseModel groups; these two are dataclasses of models/.
+        if isinstance(v, dict):
+            return {k: json.loads(x) if isinstance(x, str) and x[:1] in "[{" else x
+                    for k, x in v.items()}
+        return v
 
     @field_validator("home", mode="after")
     @classmethod

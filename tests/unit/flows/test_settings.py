@@ -52,3 +52,14 @@ def test_credentials_come_from_env_or_mounted_secret_and_never_show(tmp_path, mo
     shown = repr(s) + str(s.public_dict()) + str(s.model_dump())
     assert "very-secret-value" not in shown and "AKIA-from-env" not in shown
     assert s.public_dict()["s3_secret_key"] == "***"
+
+
+def test_list_values_of_the_dataclass_groups_parse_from_env(monkeypatch):
+    monkeypatch.setenv("MC_CURATION__INTENSITY_LEVELS", "[0.001, 0.004, 0.02]")
+    monkeypatch.setenv("MC_VIDEO__MAX_SIDE", "2048")
+    s = load_settings()
+    assert s.curation.intensity_levels == (0.001, 0.004, 0.02)
+    assert s.video.max_side == 2048
+    monkeypatch.setenv("MC_CURATION__INTENSITY_LEVELS", "[0.02, 0.001]")
+    with pytest.raises(InvalidSettings, match="increasing"):
+        load_settings()
