@@ -95,15 +95,16 @@ def load_model(settings: Settings, name: str, alias: str | None = None,
 
 @dataclass
 class ModelBundle:
-    """Everything needed to generate: the DiT, its VAE, the text encoder and how to sample."""
+    """Everything needed to generate: the DiT, its VAE, the text encoder and how to sample;
+    and which registered version it is (empty for a model not registered yet)."""
 
-    name: str
-    version: int
-    tags: dict[str, str]
     dit: torch.nn.Module
     vae: torch.nn.Module
     meta: dict = field(default_factory=dict)  # the DiT's (model_meta)
     vae_meta: dict = field(default_factory=dict)
+    name: str = ""
+    version: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -257,8 +258,8 @@ def load_bundle(settings: Settings, name: str = TEACHER_MODEL, alias: str | None
     blob = read_weights(store, tags["weights"])
     vae_blob = read_weights(store, vae_key(mv))
     dit, vae = model_from_weights(blob), model_from_weights(vae_blob)
-    return ModelBundle(name, int(mv.version), tags, dit.eval(), vae.eval(), blob["meta"],
-                       vae_blob["meta"])
+    return ModelBundle(dit.eval(), vae.eval(), blob["meta"], vae_blob["meta"], name,
+                       int(mv.version), tags)
 
 
 def weights_key(run_id: str) -> str:

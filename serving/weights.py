@@ -36,8 +36,8 @@ def load_served_bundle(folder: Path) -> ModelBundle:
     for part in ("dit", "vae"):
         blob = torch.load(folder / f"{part}.pt", map_location="cpu", weights_only=True)
         models[part] = model_from_weights(blob).eval()
-    return ModelBundle(served["name"], int(served["version"]), served["tags"], models["dit"],
-                       models["vae"], served["meta"], served["vae_meta"])
+    return ModelBundle(models["dit"], models["vae"], served["meta"], served["vae_meta"],
+                       served["name"], int(served["version"]), served["tags"])
 
 
 def load_served_pipeline(folder: Path, device: str = "cpu"):
