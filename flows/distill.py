@@ -18,7 +18,7 @@ from prefect import flow
 from flows.datasets import load_manifest
 from flows.errors import MotionControlError
 from flows.profiles import run_config
-from flows.registry import model_meta, resolve_version, vae_key
+from flows.registry import model_meta, model_uri, resolve_version
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
 from flows.train import TrainResult, execute_plan, stage_version
@@ -39,18 +39,19 @@ def find_teacher(settings: Settings, version: int | None = None):
         if mv.tags.get("component") != "dit":
             raise MotionControlError(f"{TEACHER_MODEL} version {version} is not a DiT stage; "
                                      "give a stage 1-3 version")
-        return int(mv.version), dict(mv.tags), mv
+        return int(mv.version), dict(mv.tags)
     found = stage_version(settings, 3)
     if found is None:
         raise MotionControlError("no stage-3 teacher is registered yet; run `make "
                                  "train-stage3` first (or pass --teacher-version)")
-    return found[0], found[1], resolve_version(settings, TEACHER_MODEL, version=found[0])
+    return found, dict(resolve_version(settings, TEACHER_MODEL, version=found).tags)
 
 
 def plan_distillation(settings: Settings, teacher_version: int | None = None) -> TrainPlan:
     """The guidance stage's plan; the steps stage's is derived from it once the guidance
     stage's weights exist."""
-    version, tags, mv = find_teacher(settings, teacher_version)
+    version, tags = find_teacher(settings, teacher_version)
+    teacher = model_uri(TEACHER_MODEL, version=version)  # its DiT, and the VAE it uses
     run = run_config(settings)
     stage = run.distill.guidance
     teacher_stage = int(tags["stage"])
@@ -64,8 +65,8 @@ def plan_distillation(settings: Settings, teacher_version: int | None = None) ->
         batch_size=settings.train.batch_size or stage.batch_size,
         # the student learns on the pairs its teacher was trained for (stage 3: cross-identity)
         cross_identity=run.train.cross_identity if teacher_stage == 3 else 0.0,
-        parent_weights=tags["weights"], teacher_weights=tags["weights"],
-        vae_weights=vae_key(mv), seed=settings.seed,
+        parent_weights=teacher, teacher_weights=teacher, vae_weights=teacher,
+        seed=settings.seed,
         extra={"teacher_version": version})
 
 
@@ -94,7 +95,7 @@ def distill_flow(plan_json: str, force: bool = False) -> DistillResult:
         model=model_meta(guidance_plan.run, "steps", guidance_plan.stage), lr=stage.lr,
         steps=settings.train.steps or stage.steps,
         batch_size=settings.train.batch_size or stage.batch_size,
-        parent_weights=guidance.weights, teacher_weights=guidance.weights)
+        parent_weights=guidance.model_uri, teacher_weights=guidance.model_uri)
     student = execute_plan(
         settings, steps_plan, experiment="distillation", run_name="steps",
         model_name=STUDENT_MODEL,

@@ -2,20 +2,16 @@
 
 Serving, evaluation and distillation start from the MLflow registry, never from a training
 run's internals. A version of `motioncontrol-teacher` (a VAE or DiT stage) or
-`motioncontrol-student` carries tags that name its weights in the object store:
-
-    weights       `{"state_dict", "meta"}`; the meta says how to rebuild the model
-                  (`model_meta` writes it, `build_model` reads it)
-    vae_weights   the stage-0 video VAE a DiT was trained with
-
-The meta is self-describing (kind, stage, model config, resolution, frames, sampler steps
-and guidance), so a loaded version needs nothing else.
+`motioncontrol-student` is an MLflow pyfunc model that holds its own weights
+(flows/pyfunc_model.py): safetensors, and for each part a meta that says how to rebuild it
+(`model_meta` writes it, `build_model` reads it). The meta is self-describing (kind, stage,
+model config, resolution, frames, sampler steps and guidance), so a loaded version needs
+nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +20,6 @@ from pydantic import TypeAdapter
 from flows.errors import MotionControlError
 from flows.profiles import RunConfig
 from flows.settings import ALIASES, TEACHER_MODEL, Settings
-from flows.store import ObjectStore, open_store
 from flows.tracking import connect
 
 PREVIOUS_TAG = "previous_{alias}"  # model-level tag: the version an alias pointed to before
@@ -95,15 +90,16 @@ def load_model(settings: Settings, name: str, alias: str | None = None,
 
 @dataclass
 class ModelBundle:
-    """Everything needed to generate: the DiT, its VAE, the text encoder and how to sample."""
+    """Everything needed to generate: the DiT, its VAE, the text encoder and how to sample;
+    and which registered version it is (empty for a model not registered yet)."""
 
-    name: str
-    version: int
-    tags: dict[str, str]
     dit: torch.nn.Module
     vae: torch.nn.Module
     meta: dict = field(default_factory=dict)  # the DiT's (model_meta)
     vae_meta: dict = field(default_factory=dict)
+    name: str = ""
+    version: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -140,15 +136,6 @@ class ModelBundle:
                   "guidance": self.guidance(),
                   "sampler": FlowMatchSampler(shift=self.meta["timestep_shift"]), **overrides}
         return MotionControlPipeline(self.dit, self.vae, text or TextEncoder(), **kwargs)
-
-
-def read_weights(store: ObjectStore, key: str) -> dict:
-    """`{"state_dict", "meta"}` saved by `save_weights` (tensors and plain values only:
-    nothing in a shared bucket is unpickled as code)."""
-    if not store.exists(key):
-        raise MotionControlError(f"weights {key!r} are missing from the object store; was "
-                                 "the store (MC_STORE_*) changed since training?")
-    return torch.load(io.BytesIO(store.get_bytes(key)), map_location="cpu", weights_only=True)
 
 
 def model_meta(run: RunConfig, objective: str, stage: int) -> dict:
@@ -198,11 +185,6 @@ def model_from_weights(blob: dict) -> torch.nn.Module:
     return model
 
 
-def load_weights(store: ObjectStore, key: str) -> torch.nn.Module:
-    """The model saved at `key` in the object store."""
-    return model_from_weights(read_weights(store, key))
-
-
 def resolve_version(settings: Settings, name: str, alias: str | None = None,
                     version: int | str | None = None):
     """The registry's ModelVersion for an alias or a number (exactly one)."""
@@ -233,41 +215,14 @@ def newest_version(settings: Settings, name: str, **tags: str) -> int | None:
     return max(found, default=None)
 
 
-def vae_key(mv) -> str:
-    """The object-store key of the VAE a DiT version was trained with."""
-    key = mv.tags.get("vae_weights")
-    if not key:
-        raise MotionControlError(f"{mv.name} version {mv.version} names no VAE (tag "
-                                 "vae_weights); it is not a DiT stage or student")
-    return key
-
-
 def load_bundle(settings: Settings, name: str = TEACHER_MODEL, alias: str | None = None,
                 version: int | str | None = None) -> ModelBundle:
     """Load a registered DiT version (teacher stage >= 1, or student) with its VAE."""
+    from flows.pyfunc_model import download_bundle
+
     mv = resolve_version(settings, name, alias, version)
-    tags = dict(mv.tags)
-    if tags.get("component") == "vae":
+    if mv.tags.get("component") == "vae":
         raise MotionControlError(f"{name} version {mv.version} is the stage-0 VAE, not a "
                                  "generator: pick a stage-3 teacher or a student")
-    if "weights" not in tags:
-        raise MotionControlError(f"{name} version {mv.version} has no `weights` tag; it was "
-                                 "not registered by the train or distill flow")
-    store = open_store(settings)
-    blob = read_weights(store, tags["weights"])
-    vae_blob = read_weights(store, vae_key(mv))
-    dit, vae = model_from_weights(blob), model_from_weights(vae_blob)
-    return ModelBundle(name, int(mv.version), tags, dit.eval(), vae.eval(), blob["meta"],
-                       vae_blob["meta"])
-
-
-def weights_key(run_id: str) -> str:
-    """Where a run's final weights live in the object store."""
-    return f"checkpoints/{run_id}/final/weights.pt"
-
-
-def save_weights(store: ObjectStore, key: str, module: torch.nn.Module, meta: dict) -> None:
-    """The `{"state_dict", "meta"}` blob that `read_weights` and `load_bundle` read."""
-    buf = io.BytesIO()
-    torch.save({"state_dict": module.state_dict(), "meta": meta}, buf)
-    store.put_bytes(key, buf.getvalue())
+    bundle = download_bundle(model_uri(name, version=mv.version))
+    return dataclasses.replace(bundle, name=name, version=int(mv.version), tags=dict(mv.tags))

@@ -22,13 +22,7 @@ from flows.datasets import load_manifest
 from flows.errors import MotionControlError
 from flows.launch import launcher_for
 from flows.profiles import run_config
-from flows.registry import (
-    model_meta,
-    newest_version,
-    register_version,
-    resolve_version,
-    weights_key,
-)
+from flows.registry import model_meta, model_uri, newest_version, register_version
 from flows.settings import TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
 from flows.tracking import connect, ensure_experiment, start_run
@@ -50,16 +44,13 @@ class TrainResult:
     stage: int
     run_id: str
     version: int
-    weights: str
+    model_uri: str  # the registered version, `models:/<name>/<version>`: its weights
     reused: bool
 
 
-def stage_version(settings: Settings, stage: int) -> tuple[int, dict] | None:
-    """Newest registered teacher version of `stage`: (version, tags)."""
-    version = newest_version(settings, TEACHER_MODEL, stage=str(stage))
-    if version is None:
-        return None
-    return version, dict(resolve_version(settings, TEACHER_MODEL, version=version).tags)
+def stage_version(settings: Settings, stage: int) -> int | None:
+    """Newest registered teacher version of `stage`."""
+    return newest_version(settings, TEACHER_MODEL, stage=str(stage))
 
 
 def plan_stage(settings: Settings, stage: int) -> TrainPlan:
@@ -74,13 +65,13 @@ def plan_stage(settings: Settings, stage: int) -> TrainPlan:
         if found is None:
             raise MotionControlError("stage 0 (the video VAE) is not trained yet; run "
                                      "`make train-stage0` first")
-        vae = found[1]["weights"]
+        vae = model_uri(TEACHER_MODEL, version=found)
     if stage >= 2:
         found = stage_version(settings, stage - 1)
         if found is None:
             raise MotionControlError(f"stage {stage - 1} is not trained yet; run "
                                      f"`make train-stage{stage - 1}` first")
-        parent = found[1]["weights"]
+        parent = model_uri(TEACHER_MODEL, version=found)
     objective = "vae" if stage == 0 else "teacher"
     teacher = stage >= 1
     return TrainPlan(
@@ -130,16 +121,17 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
                  force: bool = False) -> TrainResult:
     """Run one plan to its registered version: reuse a finished run with the same inputs,
     resume a killed one from its last checkpoint, else start a run in `experiment`; launch
-    the worker under a progress bar; register the weights as a version of `model_name`
-    (tags: dataset digest, weights, VAE, run id, + `version_tags`)."""
+    the worker under a progress bar; register the run's model as a version of `model_name`
+    (tags: dataset digest, run id, + `version_tags`)."""
     key = resume_key(plan)
     previous = None if force else find_run(settings, key, experiment)
     if previous is not None and previous.data.tags.get(DONE_TAG) == "true":
         tags = previous.data.tags
         print(f"{title} already trained on these inputs: run {previous.info.run_id}, "
               f"{model_name} version {tags['mc.version']} (reused)")
-        return TrainResult(plan.stage, previous.info.run_id, int(tags["mc.version"]),
-                           tags["mc.weights"], True)
+        version = int(tags["mc.version"])
+        return TrainResult(plan.stage, previous.info.run_id, version,
+                           model_uri(model_name, version=version), True)
     if previous is not None:
         plan.run_id = previous.info.run_id
         print(f"resuming {title}, run {plan.run_id}, from its last checkpoint")
@@ -165,18 +157,15 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
     plan_path.write_text(plan.to_json())
     done = _run_with_progress(settings, plan, str(plan_path), run_name)
 
-    weights = weights_key(plan.run_id)
     version = register_version(
         settings, done["model_uri"], model_name,
-        tags={"dataset_digest": plan.dataset_digest, "weights": weights,
-              "run_id": plan.run_id, **version_tags,
-              **({"vae_weights": plan.vae_weights} if plan.vae_weights else {})})
+        tags={"dataset_digest": plan.dataset_digest, "run_id": plan.run_id, **version_tags})
     client = connect(settings).MlflowClient()
-    for tag, value in ((DONE_TAG, "true"), ("mc.version", str(version)),
-                       ("mc.weights", weights)):
+    for tag, value in ((DONE_TAG, "true"), ("mc.version", str(version))):
         client.set_tag(plan.run_id, tag, value)
     print(f"{title}: registered {model_name} version {version}")
-    return TrainResult(plan.stage, plan.run_id, version, weights, False)
+    return TrainResult(plan.stage, plan.run_id, version, model_uri(model_name, version=version),
+                       False)
 
 
 def _run_with_progress(settings: Settings, plan: TrainPlan, plan_path: str, label: str) -> dict:

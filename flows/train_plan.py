@@ -35,9 +35,11 @@ class TrainPlan:
     cross_identity: float = 0.0
     static_prob: float = 0.0  # still clips with zero intensity (teacher stages)
     condition_dropout: bool = False  # per-condition dropout for CFG (teacher stages)
-    parent_weights: str | None = None  # object-store key: the weights the model starts from
-    vae_weights: str | None = None  # the stage-0 VAE (DiT runs)
-    teacher_weights: str | None = None  # distillation: the frozen model to imitate
+    # Registered models (`models:/<name>/<version>`, flows/pyfunc_model.py) whose weights
+    # the run reads:
+    parent_weights: str | None = None  # the DiT the model starts from
+    vae_weights: str | None = None  # the VAE (DiT runs): stage 0's, or the teacher's
+    teacher_weights: str | None = None  # distillation: the frozen DiT to imitate
     seed: int = 0
     extra: dict = field(default_factory=dict)
 

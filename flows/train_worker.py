@@ -34,10 +34,11 @@ from flows.checkpoints import (
 )
 from flows.datasets import load_manifest, shard_dataset
 from flows.launch import emit
-from flows.registry import build_model, load_weights, read_weights, save_weights, weights_key
+from flows.pyfunc_model import download_part, log_pipeline_model
+from flows.registry import build_model
 from flows.runtime import configure
 from flows.store import ObjectStore, open_store
-from flows.tracking import tracking_uri
+from flows.tracking import connect
 from flows.train_plan import TrainPlan
 from flows.train_samples import log_samples
 from models.data.dataset import ConditionDropout
@@ -49,16 +50,16 @@ from models.text import TextEncoder
 # --- the model and its objective, chosen once per run ---------------------------------------
 
 
-def vae_run(plan: TrainPlan, store: ObjectStore):
+def vae_run(plan: TrainPlan):
     return build_model(plan.model), VAEObjective(plan.run.resolution, plan.run.train.kl_weight)
 
 
-def teacher_run(plan: TrainPlan, store: ObjectStore):
+def teacher_run(plan: TrainPlan):
     """A teacher stage starts from the previous one (its new condition paths at zero)."""
     run, cfg = plan.run, plan.run.train
-    model = _start_from_parent(plan, store)
+    model = _start_from_parent(plan)
     objective = FlowMatchingObjective(
-        load_weights(store, plan.vae_weights), TextEncoder(), run.resolution,
+        _part(plan.vae_weights, "vae"), TextEncoder(), run.resolution,
         steps=run.sampling.teacher_steps,
         # samples as the naive three-branch sampler draws them: what the teacher learned
         guidance=GuidanceConfig(text_scale=run.sampling.text_scale,
@@ -68,44 +69,48 @@ def teacher_run(plan: TrainPlan, store: ObjectStore):
     return model, objective
 
 
-def guidance_run(plan: TrainPlan, store: ObjectStore):
+def guidance_run(plan: TrainPlan):
     """The guidance stage: a student learns the teacher's guided velocity at random scales."""
     run = plan.run
-    loss = GuidanceDistillation(load_weights(store, plan.teacher_weights),
+    loss = GuidanceDistillation(_part(plan.teacher_weights, "dit"),
                                 text_range=run.distill.text_range,
                                 reference_range=run.distill.reference_range,
                                 shift=run.sampling.timestep_shift)
-    return _student(plan, store, loss)
+    return _student(plan, loss)
 
 
-def steps_run(plan: TrainPlan, store: ObjectStore):
+def steps_run(plan: TrainPlan):
     """The steps stage: one student step per segment of the guidance-stage model's path."""
     run = plan.run
-    loss = StepDistillation(load_weights(store, plan.teacher_weights),
+    loss = StepDistillation(_part(plan.teacher_weights, "dit"),
                             student_steps=run.sampling.student_steps,
                             teacher_steps=run.distill.segment_steps,
                             shift=run.sampling.timestep_shift)
-    return _student(plan, store, loss)
+    return _student(plan, loss)
 
 
 RUNS = {"vae": vae_run, "teacher": teacher_run, "guidance": guidance_run, "steps": steps_run}
 
 
-def _student(plan: TrainPlan, store: ObjectStore, loss):
+def _student(plan: TrainPlan, loss):
     """A student starts as the model it imitates (plus a zero-initialised guidance input)."""
-    objective = DistillationObjective(load_weights(store, plan.vae_weights), TextEncoder(),
+    objective = DistillationObjective(_part(plan.vae_weights, "vae"), TextEncoder(),
                                       plan.run.resolution, distill=loss,
                                       steps=plan.model["sampler_steps"],
                                       shift=plan.run.sampling.timestep_shift)
-    return _start_from_parent(plan, store), objective
+    return _start_from_parent(plan), objective
 
 
-def _start_from_parent(plan: TrainPlan, store: ObjectStore) -> torch.nn.Module:
+def _start_from_parent(plan: TrainPlan) -> torch.nn.Module:
     model = build_model(plan.model)
     if plan.parent_weights:  # parts the parent lacks keep their (zero) initialisation
-        model.load_state_dict(read_weights(store, plan.parent_weights)["state_dict"],
-                              strict=False)
+        model.load_state_dict(_part(plan.parent_weights, "dit").state_dict(), strict=False)
     return model
+
+
+def _part(model_uri: str, name: str) -> torch.nn.Module:
+    """The "dit" or "vae" of a registered model a run starts from or learns against."""
+    return download_part(model_uri, name)[0]
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -157,8 +162,10 @@ def deepspeed_config(plan: TrainPlan) -> dict:
 
 def main(plan_path: str) -> None:
     settings = configure()
-    import deepspeed  # after configure(): these two read the environment when imported
-    import mlflow
+    # after configure(): DeepSpeed and MLflow read the environment when imported
+    import deepspeed
+
+    mlflow = connect(settings)  # every rank reads the registered models it starts from
 
     plan = TrainPlan.from_json(Path(plan_path).read_text())
     cfg = plan.run.train
@@ -185,7 +192,7 @@ def main(plan_path: str) -> None:
     val = [b for _, b in zip(range(cfg.val_batches),
                              DataLoader(val_data, batch_size=plan.batch_size), strict=False)]
 
-    model, objective = RUNS[plan.objective](plan, store)
+    model, objective = RUNS[plan.objective](plan)
     # The EMA copy is taken before DeepSpeed wraps the model, so it stays a plain module
     # (no hooks into the process group).
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
@@ -199,7 +206,6 @@ def main(plan_path: str) -> None:
 
     start = resume(engine, ema, store, plan, rank)
     if rank == 0:
-        mlflow.set_tracking_uri(tracking_uri(settings))
         mlflow.start_run(run_id=plan.run_id)
         emit({"event": "start", "step": start, "total": plan.steps, "stage": plan.stage})
         if start == 0:
@@ -234,12 +240,12 @@ def main(plan_path: str) -> None:
         objective.finalize(final, val)
         meta = {**plan.model, "frames": manifest["clip_spec"]["frames"],
                 "dataset_digest": plan.dataset_digest}
-        save_weights(store, weights_key(plan.run_id), final, meta)
-        # The run's logged model: the EMA module, loadable with mlflow.pytorch.load_model.
-        info = mlflow.pytorch.log_model(final, name="model", serialization_format="pickle",
-                                        pip_requirements=[])
-        emit({"event": "done", "step": plan.steps, "weights": weights_key(plan.run_id),
-              "model_uri": info.model_uri})
+        # The run's model, the one copy of its weights: a DiT with the VAE it was trained
+        # with, runnable with mlflow.pyfunc.load_model (flows/pyfunc_model.py).
+        parts = {"vae": (final, meta)} if plan.objective == "vae" else \
+            {"dit": (final, meta), "vae": download_part(plan.vae_weights, "vae")}
+        info = log_pipeline_model(parts)
+        emit({"event": "done", "step": plan.steps, "model_uri": info.model_uri})
         mlflow.end_run()
     dist.barrier()
 

@@ -10,7 +10,8 @@ it straight from the object store):
     motion_extractor/config.pbtxt   1/model.py          MediaPipe (models in the wheel)
     identity_encoder/config.pbtxt   1/model.py          dlib (models in the package)
     prompt_enhancer/config.pbtxt    1/model.py  1/smollm2.gguf
-    student_dit/config.pbtxt        1/model.py  1/dit.pt 1/vae.pt 1/text_encoder/ 1/served.json
+    student_dit/config.pbtxt        1/model.py  1/dit.safetensors 1/vae.safetensors 1/meta.json
+                                    1/text_encoder/ 1/served.json
     serving.json                    what was built from what
 
 The model.py files import `models`, `flows` and `serving` (serving/backend.py): the Python

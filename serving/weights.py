@@ -1,51 +1,37 @@
 """The self-contained weights folder of `student_dit` (its model version folder), written
-by the repository builder and read by the Triton model:
+by the repository builder and read by the Triton model. It is the registered version's
+MLflow weights folder (flows/pyfunc_model.py) plus where it came from:
 
-    dit.pt, vae.pt    {"state_dict", "meta"} as the training and distill flows save them
-    text_encoder/     the MiniLM text encoder (copied from its package)
-    served.json       registered model name, version, tags and the DiT meta
+    dit.safetensors, vae.safetensors, meta.json   the weights and how to rebuild each part
+    text_encoder/     the MiniLM text encoder
+    served.json       registered model name, version and tags
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import shutil
 from pathlib import Path
 
-import torch
-
-from flows.registry import ModelBundle, model_from_weights
-from models.assets import minilm_dir
-from models.text import TextEncoder
+from flows.pyfunc_model import load_pipeline, read_bundle, save_parts
+from flows.registry import ModelBundle
 
 
 def write_served_weights(bundle: ModelBundle, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": bundle.dit.state_dict(), "meta": bundle.meta}, folder / "dit.pt")
-    torch.save({"state_dict": bundle.vae.state_dict(), "meta": bundle.vae_meta},
-               folder / "vae.pt")
-    shutil.copytree(minilm_dir(), folder / "text_encoder", dirs_exist_ok=True)
+    save_parts(folder, {"dit": (bundle.dit, bundle.meta), "vae": (bundle.vae, bundle.vae_meta)})
     (folder / "served.json").write_text(json.dumps(
-        {"name": bundle.name, "version": bundle.version, "tags": bundle.tags,
-         "meta": bundle.meta, "vae_meta": bundle.vae_meta}, indent=2, default=str))
+        {"name": bundle.name, "version": bundle.version, "tags": bundle.tags}, indent=2))
 
 
 def load_served_bundle(folder: Path) -> ModelBundle:
     served = json.loads((folder / "served.json").read_text())
-    models = {}
-    for part in ("dit", "vae"):
-        blob = torch.load(folder / f"{part}.pt", map_location="cpu", weights_only=True)
-        models[part] = model_from_weights(blob).eval()
-    return ModelBundle(served["name"], int(served["version"]), served["tags"], models["dit"],
-                       models["vae"], served["meta"], served["vae_meta"])
+    return dataclasses.replace(read_bundle(folder), name=served["name"],
+                               version=int(served["version"]), tags=served["tags"])
 
 
 def load_served_pipeline(folder: Path, device: str = "cpu"):
     """The MotionControlPipeline of a student_dit folder on `device`, and its provenance
     (name, version)."""
     bundle = load_served_bundle(folder)
-    bundle.dit.to(device)
-    bundle.vae.to(device)
-    return bundle.pipeline(text=TextEncoder(folder / "text_encoder")), \
+    return load_pipeline(folder, device, bundle), \
         {"model": bundle.name, "version": bundle.version}
-

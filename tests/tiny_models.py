@@ -38,35 +38,22 @@ def publish_tiny_student(settings, *, frames: int = 9, steps: int = 2, alias: st
     """Register a random tiny MotionDiT (+ its VideoVAE) as a student version at `alias`."""
     # Imported here: the model tests that only need perturb_zero_init do without MLflow.
     from flows.profiles import profile_config
-    from flows.registry import (
-        build_model,
-        model_meta,
-        register_version,
-        save_weights,
-        set_alias,
-        weights_key,
-    )
+    from flows.pyfunc_model import log_pipeline_model
+    from flows.registry import build_model, model_meta, register_version, set_alias
     from flows.settings import STUDENT_MODEL
-    from flows.store import open_store
-    from flows.tracking import connect, start_run
+    from flows.tracking import start_run
 
     profile = profile_config("tiny")
     torch.manual_seed(0)
     vae_meta = model_meta(profile, "vae", 0)
     meta = {**model_meta(profile, "steps", 3), "frames": frames, "sampler_steps": steps}
     vae, dit = build_model(vae_meta), perturb_zero_init(build_model(meta))
-    store = open_store(settings)
     with start_run(settings, "distillation", run_name="tiny-student") as run:
-        # what the train worker (weights, logged model) and flow (registration) do
-        vae_key, key = weights_key("vae-run"), weights_key(run.info.run_id)
-        save_weights(store, vae_key, vae, vae_meta)
-        save_weights(store, key, dit, meta)
-        info = connect(settings).pytorch.log_model(dit, name="model", pip_requirements=[],
-                                                   serialization_format="pickle")
+        # what the train worker (logged model) and flow (registration) do
+        info = log_pipeline_model({"dit": (dit, meta), "vae": (vae, vae_meta)})
         version = register_version(
             settings, info.model_uri, STUDENT_MODEL,
-            tags={"weights": key, "vae_weights": vae_key, "run_id": run.info.run_id,
-                  "component": "dit", **(tags or {})})
+            tags={"run_id": run.info.run_id, "component": "dit", **(tags or {})})
     set_alias(settings, STUDENT_MODEL, alias, version)
     return version, dit
 

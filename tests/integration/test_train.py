@@ -74,7 +74,7 @@ def test_stage1_starts_from_stage0_and_logs_samples(trained_stage0):
     (run,) = mlflow.search_runs(experiment_names=["teacher"], output_format="list",
                                 filter_string="tags.`mc.stage` = '1'")
     client = mlflow.MlflowClient()
-    assert run.data.params["vae_weights"].endswith("weights.pt")
+    assert run.data.params["vae_weights"].startswith(f"models:/{TEACHER_MODEL}/")
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert "samples/strip_000004.png" in samples and "samples/sample_000004.mp4" in samples
     assert {"val_loss", "sample_ssim", "loss_flow_matching", "lr"} <= run.data.metrics.keys()

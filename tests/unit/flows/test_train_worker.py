@@ -1,6 +1,8 @@
-"""The pieces of the training engine that need no model: schedule, plan, checkpoints."""
+"""The pieces of the training engine that need no model: schedule, plan, checkpoints; and
+where a run's models come from."""
 
 import pytest
+import torch
 
 from flows.checkpoints import (
     commit_checkpoint,
@@ -11,10 +13,12 @@ from flows.checkpoints import (
     upload_checkpoint_files,
 )
 from flows.profiles import profile_config
-from flows.registry import build_model, model_meta
+from flows.registry import build_model, model_meta, model_uri
+from flows.settings import STUDENT_MODEL, load_settings
 from flows.store import LocalStore
 from flows.train_plan import TrainPlan
-from flows.train_worker import warmup_cosine
+from flows.train_worker import RUNS, warmup_cosine
+from tests.tiny_models import publish_tiny_student
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -32,7 +36,7 @@ def test_plan_round_trips_through_json():
     plan = TrainPlan(objective="teacher", stage=2, run_id="abc", dataset="motion",
                      dataset_digest="d1", run=run, model=model_meta(run, "teacher", 2),
                      steps=7, lr=1e-3, batch_size=2, cross_identity=0.5,
-                     parent_weights="checkpoints/x/final/weights.pt")
+                     parent_weights="models:/motioncontrol-teacher/2")
     again = TrainPlan.from_json(plan.to_json())
     assert again == plan and again.run.train.stages[3] == run.train.stages[3]
     assert again.run.dit == run.dit and again.run.vae == run.vae  # tuples survive JSON
@@ -70,3 +74,19 @@ def test_checkpoints_upload_latest_prune_and_download(tmp_path):
     assert (got / "model.pt").read_bytes() == b"weights at 6"
     assert (got / "sub" / "optim.pt").read_bytes() == b"o" * 6
     assert latest_checkpoint(store, "other") is None
+
+
+def test_a_run_starts_from_the_registered_models_its_plan_names():
+    """The training chain reads its parent, teacher and VAE from registered MLflow models."""
+    settings = load_settings()
+    version, dit = publish_tiny_student(settings)
+    uri = model_uri(STUDENT_MODEL, version=version)
+    run = profile_config("tiny")
+    plan = TrainPlan(objective="steps", stage=3, run_id="", dataset="motion",
+                     dataset_digest="d1", run=run, model=model_meta(run, "steps", 3), steps=1,
+                     lr=1e-3, batch_size=1, parent_weights=uri, teacher_weights=uri,
+                     vae_weights=uri)
+    model, objective = RUNS["steps"](plan)
+    for name, tensor in dit.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    assert type(objective.vae).__name__ == "VideoVAE"
