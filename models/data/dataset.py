@@ -11,6 +11,7 @@ dropout flags for classifier-free guidance.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -48,7 +49,8 @@ class ConditionDropout:
 
 
 def local_shard(path) -> ShardOpener:
-    return lambda: open(path, "rb")
+    # a partial, not a lambda: picklable, so DataLoader workers may be spawned (CUDA needs it)
+    return functools.partial(open, path, "rb")
 
 
 class ShardDataset(IterableDataset):

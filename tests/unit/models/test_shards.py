@@ -87,7 +87,10 @@ def test_dataloader_workers_split_shards_without_duplicates(tmp_path):
     samples = [make_sample(f"s{i}", f"c{i}", f"m{i}") for i in range(8)]
     shards = write_shards(samples, tmp_path, max_bytes=1500)
     ds = ShardDataset([local_shard(s.path) for s in shards], dropout=None)
-    loader = DataLoader(ds, batch_size=2, num_workers=2)
+    # spawned workers: a fork of a test process that ran Prefect flows before exits 1 (the
+    # child's threading._shutdown fails on Prefect's threads); spawning also needs a
+    # picklable dataset, as CUDA training does
+    loader = DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="spawn")
     keys = [k for batch in loader for k in batch["key"]]
     assert sorted(keys) == sorted(s["key"] for s in samples)
     batch = next(iter(DataLoader(ds, batch_size=2)))
