@@ -36,7 +36,7 @@ from packaging.requirements import Requirement
 from safetensors.torch import load_file, save_file
 
 from flows.errors import MotionControlError
-from flows.registry import ModelBundle, model_from_weights
+from flows.registry import ModelBundle, build_model
 from flows.settings import REPO_ROOT
 from models.assets import minilm_dir, sample_data
 from models.errors import InvalidInput
@@ -72,8 +72,9 @@ def read_part(folder: Path, name: str) -> Part:
     """The module (in eval mode) and meta of part `name` ("dit" or "vae") of a weights
     folder."""
     meta = _metas(folder, [name])[name]
-    blob = {"state_dict": load_file(folder / f"{name}.safetensors"), "meta": meta}
-    return model_from_weights(blob).eval(), meta
+    model = build_model(meta)
+    model.load_state_dict(load_file(folder / f"{name}.safetensors"))
+    return model.eval(), meta
 
 
 def read_bundle(folder: Path) -> ModelBundle:

@@ -174,17 +174,6 @@ def build_model(meta: dict) -> torch.nn.Module:
                      stage=int(meta["stage"]))
 
 
-def model_from_weights(blob: dict) -> torch.nn.Module:
-    """The model a `{"state_dict", "meta"}` blob describes, with its weights loaded."""
-    if "config" not in blob["meta"]:
-        raise MotionControlError(
-            "these weights were saved before a model's meta carried its config (they name a "
-            f"preset: {blob['meta'].get('preset')!r}); retrain them (make train-stage0 ...)")
-    model = build_model(blob["meta"])
-    model.load_state_dict(blob["state_dict"])
-    return model
-
-
 def resolve_version(settings: Settings, name: str, alias: str | None = None,
                     version: int | str | None = None):
     """The registry's ModelVersion for an alias or a number (exactly one)."""
