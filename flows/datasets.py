@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from flows.errors import ObjectNotFound
@@ -30,7 +31,6 @@ def shard_dataset(settings: Settings, manifest: dict, split: str = "train",
     """A streaming dataset over the manifest's shards, read straight from the store."""
     store = open_store(settings)
 
-    def opener(key: str):
-        return lambda: store.open(key)
-
-    return ShardDataset([opener(s["key"]) for s in manifest["shards"]], split=split, **kwargs)
+    # partials, not lambdas: picklable, so DataLoader workers may be spawned (CUDA needs it)
+    return ShardDataset([functools.partial(store.open, s["key"]) for s in manifest["shards"]],
+                        split=split, **kwargs)

@@ -88,6 +88,9 @@ class TrainSettings(BaseModel):
     # One intra-op thread per worker: on a small shared CPU more threads thrash (measured
     # 0.13 s vs several seconds per tiny DiT step when another process is busy).
     threads: int = Field(default=1, ge=1, le=256, description="torch threads per worker")
+    loader_workers: int = Field(default=1, ge=0, le=64,
+                                description="DataLoader processes per rank that prepare the "
+                                "conditions while the model trains; 0: in the rank itself")
     launcher: Literal["local", "kubernetes"] | None = Field(
         default=None, description="unset: kubernetes on the base profile, else local")
 

@@ -41,7 +41,8 @@ from flows.store import ObjectStore, open_store
 from flows.tracking import connect
 from flows.train_plan import TrainPlan
 from flows.train_samples import log_samples
-from models.data.dataset import ConditionDropout
+from models.conditions import PrepareConditions
+from models.data.dataset import ConditionDropout, Endless
 from models.distill import GuidanceDistillation, StepDistillation
 from models.objectives import DistillationObjective, FlowMatchingObjective, VAEObjective
 from models.sampling import GuidanceConfig
@@ -116,19 +117,12 @@ def _part(model_uri: str, name: str) -> torch.nn.Module:
 # --- data -----------------------------------------------------------------------------------
 
 
-def batches(dataset, batch_size: int):
-    """Endless batches, a new shard order every epoch."""
-    epoch = 0
-    while True:
-        dataset.set_epoch(epoch)
-        got = False
-        for batch in DataLoader(dataset, batch_size=batch_size, drop_last=True):
-            got = True
-            yield batch
-        if not got:
-            raise RuntimeError("the dataset yields no full batch; curate more clips or lower "
-                               "the batch size")
-        epoch += 1
+def batches(dataset, batch_size: int, workers: int):
+    """Endless batches, a new shard order every epoch, their conditions prepared by
+    `workers` DataLoader processes (0: in this one) while the model trains."""
+    return iter(DataLoader(Endless(dataset), batch_size=batch_size, num_workers=workers,
+                           prefetch_factor=2 if workers else None,
+                           pin_memory=torch.cuda.is_available()))
 
 
 # --- schedule -------------------------------------------------------------------------------
@@ -184,7 +178,9 @@ def main(plan_path: str) -> None:
     train_data = shard_dataset(
         settings, manifest, "train", seed=plan.seed, cross_identity=plan.cross_identity,
         static_prob=plan.static_prob,
-        dropout=ConditionDropout() if plan.condition_dropout else None)
+        dropout=ConditionDropout() if plan.condition_dropout else None,
+        transform=None if plan.objective == "vae" else PrepareConditions(
+            plan.run.resolution, motion=plan.run.train.region_alpha > 0))
     # validation on held-out pairs of the kind the run trains on, the same every step
     val_data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
                              distributed=False, cross_identity=float(plan.cross_identity > 0),
@@ -210,7 +206,7 @@ def main(plan_path: str) -> None:
         emit({"event": "start", "step": start, "total": plan.steps, "stage": plan.stage})
         if start == 0:
             log({"val_loss": objective.validate(engine.module, val)}, 0)
-    data = batches(train_data, plan.batch_size)
+    data = batches(train_data, plan.batch_size, settings.train.loader_workers)
     started, seen = time.perf_counter(), 0
     for step in range(start, plan.steps):
         losses = objective.loss(engine, next(data), step=step, generator=generator)

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from models.errors import InvalidInput
+from models.frames import resize_frames
 
 if TYPE_CHECKING:
     from models.dit import DiTConfig
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 DROP_KEYS = ("text", "reference", "body", "face", "hands", "camera", "intensity")
 FACE_POINTS, FACE_CODE_DIM = 68, 3  # expression codes: 68 iBUG landmarks x 3 coordinates
 IDENTITY_DIM = 128  # dlib face embedding
+PREPARED = "prepared"  # the example/batch key of what PrepareConditions computed
 
 
 @dataclass
@@ -195,24 +198,27 @@ def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
-def _images(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, 3, size, size) float32 in [-1, 1]."""
+def _resized(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, size, size, 3) uint8 (area filter)."""
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise InvalidInput(f"images must be (N, H, W, 3) uint8, got {images.dtype} "
                            f"{images.shape}")
     resized = [img if img.shape[:2] == (size, size)
                else cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for img in images]
-    out = np.stack(resized).astype(np.float32) / 127.5 - 1 if resized else \
-        np.zeros((0, size, size, 3), np.float32)
-    return out.transpose(0, 3, 1, 2)
+    return np.stack(resized) if resized else np.zeros((0, size, size, 3), np.uint8)
+
+
+def _unit(images: Tensor) -> Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]."""
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def _pose_maps(kps: np.ndarray, size: int, part: str) -> np.ndarray:
-    """(B, T, 133, 4) -> (B, 3, T, size, size) float32 in [0, 1]."""
+    """(B, T, 133, 4) -> (B, 3, T, size, size) uint8 (x 1/255 on the model's device)."""
     from models.motion import render_pose_map
 
     maps = np.stack([render_pose_map(k, (size, size), parts=(part,)) for k in kps])
-    return maps.transpose(0, 4, 1, 2, 3).astype(np.float32) / 255.0
+    return np.ascontiguousarray(maps.transpose(0, 4, 1, 2, 3))
 
 
 def _face_codes(kps: np.ndarray, aspect: float) -> np.ndarray:
@@ -230,18 +236,20 @@ def _face_codes(kps: np.ndarray, aspect: float) -> np.ndarray:
     return out
 
 
-def build_conditions(batch: dict, *, encode_latents: Callable[[Tensor], Tensor],
-                     text: TextEncoder, size: int, device,
-                     max_text_len: int = 32) -> Conditions:
-    """Conditions of a collated dataset batch.
+def prepare_batch(batch: dict, *, text: TextEncoder, size: int, max_text_len: int = 32,
+                  pad_text: bool = False, motion: bool = False) -> dict[str, np.ndarray]:
+    """Everything the conditions need but the VAE, as arrays on the CPU: the half of
+    `build_conditions` that training runs in its DataLoader workers (`PrepareConditions`),
+    so the training step is the model's forward and backward.
 
     batch: `keypoints` (B, T, 133, 4) (the target's pose), `driver_keypoints` (expression
     source; default: keypoints), `reference` (B, H, W, 3) uint8, `caption`, `action_phrase`
-    (lists of B strings), `motion_intensity` (B,), optional `camera` (B, T, 3) (default
-    static), optional `subject_library` (B, K, H, W, 3) uint8 with `subject_mask` (B, K).
-    Optional `identity_embedding`: B precomputed `reference_identity` results.
-    encode_latents: (N, 3, T, H, W) video in [-1, 1] -> latents (the VAE), run without
-    gradients. text: a `models.text.TextEncoder`. size: the clip's side in pixels.
+    (lists of B strings), `motion_intensity` (B,), optional `frames` (B, T, H, W, 3) uint8
+    (the target clip, resized to `size` here), optional `camera` (B, T, 3) (default static),
+    optional `subject_library` (B, K, H, W, 3) uint8 with `subject_mask` (B, K), optional
+    `identity_embedding`: B precomputed `reference_identity` results.
+    pad_text: pad the caption tokens to `max_text_len` (examples of one length collate);
+    motion: add the target's optical-flow magnitude (the region-aware loss's weights).
     """
     missing = {"keypoints", "reference", "caption", "action_phrase", "motion_intensity"} \
         - batch.keys()
@@ -278,39 +286,129 @@ def build_conditions(batch: dict, *, encode_latents: Callable[[Tensor], Tensor],
     # encoder) passes them as `identity_embedding`: B arrays, None where no face.
     embeddings = batch.get("identity_embedding") or [reference_identity(img)
                                                       for img in reference]
-    identity = np.stack([np.zeros(IDENTITY_DIM) if e is None else e for e in embeddings])
     camera = batch.get("camera")
     camera = np.tile(np.array([0.0, 0.0, 1.0], np.float32), (b, frames, 1)) \
         if camera is None else _numpy(camera).astype(np.float32)
     if camera.shape != (b, frames, 3):
         raise InvalidInput(f"camera must be ({b}, {frames}, 3), got {camera.shape}")
+    tokens, mask = text.tokens(captions, max_len=max_text_len)
+    if pad_text:
+        tokens = F.pad(tokens, (0, 0, 0, max_text_len - tokens.shape[1]))
+        mask = F.pad(mask, (0, max_text_len - mask.shape[1]))
 
-    ref_pixels = torch.from_numpy(_images(reference, size))
-    lib_pixels = torch.from_numpy(_images(library.reshape(-1, *library.shape[2:]), size))
+    prepared = {
+        "reference": _resized(reference, size),
+        "subject_library": _resized(library.reshape(-1, *library.shape[2:]), size)
+        .reshape(b, k, size, size, 3),
+        "subject_mask": lib_mask,
+        "body_maps": _pose_maps(kps, size, "body"),
+        "hand_maps": _pose_maps(kps, size, "hands"),
+        "face_codes": _face_codes(driver, aspect),
+        "identity_embedding": np.stack([np.zeros(IDENTITY_DIM, np.float32) if e is None
+                                        else np.asarray(e, np.float32) for e in embeddings]),
+        "identity_valid": np.array([e is not None for e in embeddings]),
+        "text_tokens": tokens.numpy(), "text_mask": mask.numpy(),
+        "action_embedding": text.pooled(phrases).numpy(),
+        "motion_intensity": _numpy(batch["motion_intensity"]).astype(np.float32).reshape(b),
+        "camera": camera,
+    }
+    if "frames" in batch:
+        prepared["frames"] = resize_frames(_numpy(batch["frames"]), size)
+        if motion:
+            from models.losses import flow_magnitude
+
+            # float16: half the bytes to cache and move; region weights need no more
+            prepared["motion"] = flow_magnitude(prepared["frames"]).numpy().astype(np.float16)
+    return prepared
+
+
+def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Tensor], Tensor],
+                             device) -> Conditions:
+    """The Conditions of a `prepare_batch` result (or a collated batch of them), the
+    reference (+ library) images encoded by the VAE: the half of `build_conditions` that
+    runs where the model does."""
+    def tensor(name: str, dtype=torch.float32) -> Tensor:
+        return torch.as_tensor(np.asarray(prepared[name])).to(device, dtype)
+
+    ref_pixels = _unit(torch.as_tensor(np.asarray(prepared["reference"])))
+    library = torch.as_tensor(np.asarray(prepared["subject_library"]))
+    b, k, size = library.shape[0], library.shape[1], ref_pixels.shape[-1]
+    lib_pixels = _unit(library.flatten(0, 1))
     with torch.no_grad():
         latents = encode_latents(torch.cat([ref_pixels, lib_pixels]).to(device)[:, :, None])
     latents = torch.cat([latents[:b], latents[b:].unflatten(0, (b, k)).transpose(1, 2)
                          .flatten(2, 3)], 2) if k else latents[:b]
-    tokens, mask = text.tokens(captions, max_len=max_text_len)
-
-    def tensor(a, dtype=torch.float32) -> Tensor:
-        return torch.as_tensor(np.asarray(a)).to(device, dtype)
-
+    # Examples padded to one text length: keep the columns some caption uses.
+    mask = tensor("text_mask", torch.bool)
+    length = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1
     return Conditions(
         reference_latents=latents.to(device),
-        body_maps=tensor(_pose_maps(kps, size, "body")),
-        hand_maps=tensor(_pose_maps(kps, size, "hands")),
-        face_codes=tensor(_face_codes(driver, aspect)),
-        identity_embedding=tensor(identity),
-        identity_valid=tensor([e is not None for e in embeddings], torch.bool),
+        body_maps=tensor("body_maps") / 255.0,
+        hand_maps=tensor("hand_maps") / 255.0,
+        face_codes=tensor("face_codes"),
+        identity_embedding=tensor("identity_embedding"),
+        identity_valid=tensor("identity_valid", torch.bool),
         reference_pixels=ref_pixels.to(device),
         subject_library=lib_pixels.view(b, k, 3, size, size).to(device),
-        subject_mask=tensor(lib_mask, torch.bool),
-        text_tokens=tokens.to(device), text_mask=mask.to(device),
-        action_embedding=text.pooled(phrases).to(device),
-        motion_intensity=tensor(_numpy(batch["motion_intensity"]).reshape(b)),
-        camera=tensor(camera),
+        subject_mask=tensor("subject_mask", torch.bool),
+        text_tokens=tensor("text_tokens")[:, :length], text_mask=mask[:, :length],
+        action_embedding=tensor("action_embedding"),
+        motion_intensity=tensor("motion_intensity"),
+        camera=tensor("camera"),
     )
+
+
+def build_conditions(batch: dict, *, encode_latents: Callable[[Tensor], Tensor],
+                     text: TextEncoder, size: int, device,
+                     max_text_len: int = 32) -> Conditions:
+    """Conditions of a collated dataset batch (`prepare_batch` says what it holds), in one
+    call: serving and sampling use this. encode_latents: (N, 3, T, H, W) video in [-1, 1] ->
+    latents (the VAE), run without gradients. text: a `models.text.TextEncoder`. size: the
+    clip's side in pixels."""
+    prepared = prepare_batch(batch, text=text, size=size, max_text_len=max_text_len)
+    return conditions_from_prepared(prepared, encode_latents=encode_latents, device=device)
+
+
+class PrepareConditions:
+    """A dataset transform: adds `prepare_batch`'s arrays to an example as
+    `example["prepared"]`, in the DataLoader worker that reads it. An example comes back
+    every epoch (the same target, driver and reference), so its arrays are cached, up to
+    `cache_bytes` per worker (oldest out). Picklable (spawned workers); the text encoder
+    loads once per worker, on first use."""
+
+    def __init__(self, size: int, *, motion: bool = False, max_text_len: int = 32,
+                 cache_bytes: int = 1 << 30):
+        self.size, self.motion, self.max_text_len = size, motion, max_text_len
+        self.cache_bytes, self.bytes = cache_bytes, 0
+        self._cache: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
+        self._text: TextEncoder | None = None
+
+    def __call__(self, example: dict) -> dict:
+        reference = np.ascontiguousarray(example["reference"])
+        key = (example.get("key"), example.get("driver_key"), example.get("static"),
+               hashlib.blake2b(reference.tobytes(), digest_size=16).digest())
+        prepared = self._cache.get(key) if key[0] is not None else None
+        if prepared is None:
+            prepared = self._prepare(example)
+            self._cache[key] = prepared
+            self.bytes += sum(v.nbytes for v in prepared.values())
+            while self.bytes > self.cache_bytes and self._cache:
+                self.bytes -= sum(v.nbytes for v in self._cache.popitem(last=False)[1].values())
+        else:
+            self._cache.move_to_end(key)
+        return {**example, PREPARED: prepared}
+
+    def _prepare(self, example: dict) -> dict[str, np.ndarray]:
+        if self._text is None:
+            from models.text import TextEncoder
+
+            self._text = TextEncoder()
+        one = {k: [v] if isinstance(v, str) else np.asarray(v)[None]
+               for k, v in example.items() if k not in ("drop", PREPARED)}
+        prepared = prepare_batch(one, text=self._text, size=self.size,
+                                 max_text_len=self.max_text_len, pad_text=True,
+                                 motion=self.motion)
+        return {k: v[0] for k, v in prepared.items()}
 
 
 def drop_masks(batch: dict, device) -> dict[str, Tensor] | None:

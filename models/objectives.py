@@ -20,15 +20,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.conditions import Conditions, build_conditions, drop_masks
+from models.conditions import (
+    PREPARED,
+    Conditions,
+    conditions_from_prepared,
+    drop_masks,
+    prepare_batch,
+)
 from models.distill import GuidanceDistillation, StepDistillation
-from models.frames import resize_frames, to_pixels, to_uint8
+from models.frames import to_pixels, to_uint8
 from models.losses import (
     flow_matching_loss,
     id_consistency_loss,
@@ -78,24 +87,70 @@ class VAEObjective:
                                     for b in batches])
 
 
+class FrozenLatents:
+    """A frozen VAE's latents of videos or images (N, 3, T, H, W) in [-1, 1], cached by
+    content: the VAE does not change within a run and every epoch brings the same clips and
+    references back, so each is encoded once per process. Bounded in bytes (oldest out)."""
+
+    def __init__(self, vae: nn.Module, max_bytes: int = 512 * 2**20):
+        self.vae, self.max_bytes, self.bytes = vae, max_bytes, 0
+        self._cache: OrderedDict[bytes, Tensor] = OrderedDict()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        keys = [hashlib.blake2b(xi.detach().cpu().numpy().tobytes(), digest_size=16,
+                                person=str(tuple(xi.shape)).encode()[:16]).digest()
+                for xi in x]
+        todo = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in self._cache))
+        if todo:
+            with torch.no_grad():
+                latents = self.vae.encode_latents(x[todo])
+            for i, z in zip(todo, latents, strict=True):
+                self._cache[keys[i]] = z
+                self.bytes += z.numel() * z.element_size()
+        for k in keys:
+            self._cache.move_to_end(k)
+        out = torch.stack([self._cache[k] for k in keys])
+        while self.bytes > self.max_bytes and len(self._cache) > 1:
+            _, z = self._cache.popitem(last=False)
+            self.bytes -= z.numel() * z.element_size()
+        return out
+
+
+class LatentBatch(NamedTuple):
+    x0: Tensor  # (B, C, T', h, w) clean latents of the target clips
+    cond: Conditions
+    drop: dict[str, Tensor] | None  # condition-dropout masks
+    motion: Tensor | None  # (B, T, H, W) optical-flow magnitude, when the objective asks
+
+
 class LatentObjective:
     """What the DiT objectives share: a frozen VAE and text encoder turn a dataset batch
     into clean latents and conditions; validation fixes t and noise; samples are drawn with
-    `steps` Euler steps and `guidance`."""
+    `steps` Euler steps and `guidance`.
+
+    A batch whose examples went through models.conditions.PrepareConditions (training's
+    DataLoader workers) carries its pose maps, face codes, identity and text embeddings
+    already; then the step only encodes what the latent cache has not seen."""
+
+    wants_motion = False  # whether prepare() needs the target's optical flow
 
     def __init__(self, vae: nn.Module, text, size: int, *, steps: int,
                  guidance: GuidanceConfig, shift: float = 1.0, device="cpu"):
         self.vae, self.text, self.size = vae.eval().requires_grad_(False), text, size
         self.steps, self.guidance, self.shift = steps, guidance, shift
         self.device = torch.device(device)
+        self.latents = FrozenLatents(self.vae)
 
-    def prepare(self, batch: dict) -> tuple[Tensor, Conditions, dict | None]:
+    def prepare(self, batch: dict) -> LatentBatch:
         """Clean latents, conditions and condition-dropout masks of a dataset batch."""
-        with torch.no_grad():
-            x0 = self.vae.encode_latents(to_pixels(batch["frames"], self.size).to(self.device))
-        cond = build_conditions(batch, encode_latents=self.vae.encode_latents, text=self.text,
-                                size=self.size, device=self.device)
-        return x0, cond, drop_masks(batch, self.device)
+        prepared = batch.get(PREPARED) or prepare_batch(batch, text=self.text, size=self.size,
+                                                       motion=self.wants_motion)
+        x0 = self.latents(to_pixels(prepared["frames"], self.size).to(self.device))
+        cond = conditions_from_prepared(prepared, encode_latents=self.latents,
+                                        device=self.device)
+        motion = prepared.get("motion")
+        return LatentBatch(x0, cond, drop_masks(batch, self.device),
+                           None if motion is None else torch.as_tensor(motion))
 
     def loss_at(self, model: nn.Module, batch: dict, *, t: Tensor | None,
                 noise: Tensor | None, generator: torch.Generator | None,
@@ -119,7 +174,7 @@ class LatentObjective:
         return float(np.mean(losses)) if losses else float("nan")
 
     def sample(self, model: nn.Module, batch: dict, *, seed: int = 0) -> np.ndarray:
-        x0, cond, _ = self.prepare(batch)
+        x0, cond, _, _ = self.prepare(batch)
         with _evaluating(model):
             latents = FlowMatchSampler(shift=self.shift).sample(
                 model, cond, x0.shape, steps=self.steps, guidance=self.guidance,
@@ -142,8 +197,12 @@ class FlowMatchingObjective(LatentObjective):
         self.region_alpha, self.id_weight, self.id_every = region_alpha, id_weight, id_every
         self._id_encoder: nn.Module | None = None
 
+    @property
+    def wants_motion(self) -> bool:
+        return self.region_alpha > 0
+
     def loss_at(self, model, batch, *, t, noise, generator, step):
-        x0, cond, drop = self.prepare(batch)
+        x0, cond, drop, motion = self.prepare(batch)
         b = x0.shape[0]
         t = (t if t is not None else sample_timesteps(b, generator, self.shift)).to(self.device)
         if noise is None:
@@ -153,8 +212,7 @@ class FlowMatchingObjective(LatentObjective):
         v = model(x_t, t, cond, drop)
         weights = None
         if self.region_alpha > 0:
-            weights = region_weights(resize_frames(batch["frames"], self.size), x0.shape,
-                                     alpha=self.region_alpha,
+            weights = region_weights(motion, x0.shape, alpha=self.region_alpha,
                                      temporal_stride=self.vae.temporal_factor).to(self.device)
         out = {"flow_matching": flow_matching_loss(v, x0, noise, weights)}
         total = out["flow_matching"]
@@ -194,7 +252,7 @@ class DistillationObjective(LatentObjective):
         self.distill = distill
 
     def loss_at(self, model, batch, *, t, noise, generator, step):
-        x0, cond, _ = self.prepare(batch)
+        x0, cond, _, _ = self.prepare(batch)
         return self.distill(model, x0, cond, generator=generator, fixed_t=t, noise=noise)
 
 

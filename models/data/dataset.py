@@ -48,6 +48,10 @@ class ConditionDropout:
                 for name, p in asdict(self).items() if name != "everything"}
 
 
+def _unchanged(example: dict) -> dict:
+    return example
+
+
 def local_shard(path) -> ShardOpener:
     # a partial, not a lambda: picklable, so DataLoader workers may be spawned (CUDA needs it)
     return functools.partial(open, path, "rb")
@@ -65,10 +69,12 @@ class ShardDataset(IterableDataset):
         seed: int = 0,
         static_prob: float = 0.0,
         distributed: bool = True,
+        transform: Callable[[dict], dict] | None = None,
     ):
         """distributed: split the data between the ranks of the process group (training);
         False: every rank reads all of it (validation, which must not depend on the world
-        size)."""
+        size). transform: applied to each example as it leaves the shuffle buffer, in the
+        DataLoader worker (e.g. models.conditions.PrepareConditions)."""
         if not shards:
             raise ValueError("ShardDataset needs at least one shard")
         self.shards, self.split = list(shards), split
@@ -76,6 +82,7 @@ class ShardDataset(IterableDataset):
         self.static_prob = static_prob
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
         self.distributed = distributed
+        self.transform = transform or _unchanged
 
     def set_epoch(self, epoch: int) -> None:
         """A new shard and buffer order per epoch (call before each pass)."""
@@ -140,9 +147,9 @@ class ShardDataset(IterableDataset):
             for target in group:
                 buffer.append(self._example(target, group, rng))
                 if len(buffer) >= self.shuffle_buffer:
-                    yield buffer.pop(rng.randrange(len(buffer)))
+                    yield self.transform(buffer.pop(rng.randrange(len(buffer))))
         rng.shuffle(buffer)
-        yield from buffer
+        yield from map(self.transform, buffer)
 
     def _example(self, target: dict, group: list[dict], rng: random.Random) -> dict:
         others = [s for s in group if s["annotations"].get("identity_id")
@@ -190,3 +197,24 @@ def still_example(example: dict) -> dict:
             "motion_intensity": np.float32(0.0), "static": True,
             **({"camera": np.repeat(example["camera"][:1], len(frames), 0)}
                if "camera" in example else {})}
+
+
+class Endless(IterableDataset):
+    """A ShardDataset read over and over, a new shard and buffer order each pass: one
+    DataLoader (and its workers, which load their encoders once) serves the whole run."""
+
+    def __init__(self, dataset: ShardDataset):
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch = 0
+        while True:
+            self.dataset.set_epoch(epoch)
+            empty = True
+            for example in self.dataset:
+                empty = False
+                yield example
+            if empty:
+                raise RuntimeError("this reader of the dataset got no example; curate more "
+                                   "clips or use fewer ranks or DataLoader workers")
+            epoch += 1

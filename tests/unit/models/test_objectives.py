@@ -57,7 +57,7 @@ class Zero(torch.nn.Module):
 
 
 def test_flow_matching_is_zero_for_the_true_velocity_and_positive_otherwise(objective, batch):
-    x0, _, _ = objective.prepare(batch)
+    x0 = objective.prepare(batch).x0
     exact = objective.loss(Oracle(x0), batch, step=0, generator=torch.Generator().manual_seed(1))
     assert float(exact["flow_matching"]) < 1e-8
     wrong = objective.loss(Zero(), batch, step=0, generator=torch.Generator().manual_seed(1))
@@ -137,3 +137,72 @@ def test_distillation_objective_trains_and_samples_the_student(objective, batch,
     frames = distill.sample(counted, batch)
     assert frames.shape == (2, FRAMES, SIZE, SIZE, 3)
     assert counted.calls == 2  # its own 2 steps, one branch each: no CFG at sampling
+
+
+# --------------------------------------------------------------------------- data preparation
+
+def _examples(batch: dict) -> list[dict]:
+    """The collated batch back as the dataset's single examples."""
+    n = len(batch["caption"])
+    return [{"key": f"clip{i}", "driver_key": f"clip{(i + 1) % n}",
+             **{k: (v[i] if not isinstance(v, dict) else {kk: vv[i] for kk, vv in v.items()})
+                for k, v in batch.items()}} for i in range(n)]
+
+
+def test_worker_prepared_batches_give_the_same_loss_as_raw_ones(objective, batch):
+    """PrepareConditions (DataLoader workers) + default collate and the in-process path
+    build the same latents, conditions and region weights: one code path, two places."""
+    from torch.utils.data import default_collate
+
+    from models.conditions import PREPARED, PrepareConditions
+
+    raw = {k: v for k, v in batch.items() if k != "drop"}  # no keys: nothing to cache by
+    prepare = PrepareConditions(SIZE, motion=True)
+    examples = [prepare({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
+                         for k, v in e.items()}) for e in _examples(raw)]
+    prepared = default_collate(examples)
+    assert prepared[PREPARED]["body_maps"].dtype == torch.uint8  # 4x less to move than float
+    # the next epoch's same example is not prepared again; another driver is
+    again = {k: (v.numpy() if isinstance(v, torch.Tensor) else v)
+             for k, v in _examples(raw)[0].items()}
+    assert prepare(again)[PREPARED] is examples[0][PREPARED]
+    assert prepare({**again, "driver_key": "other"})[PREPARED] is not examples[0][PREPARED]
+    a, b = objective.prepare(raw), objective.prepare(prepared)
+    torch.testing.assert_close(a.x0, b.x0)
+    torch.testing.assert_close(a.motion, b.motion)
+    for field in dataclasses.fields(a.cond):
+        x, y = getattr(a.cond, field.name), getattr(b.cond, field.name)
+        if isinstance(x, torch.Tensor):
+            torch.testing.assert_close(x, y, msg=field.name)
+    noise = torch.randn(a.x0.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.full((a.x0.shape[0],), 0.5)
+    model = perturb_zero_init(MotionDiT(RUN.dit).eval())
+    with torch.no_grad():
+        la = objective.loss_at(model, raw, t=t, noise=noise, generator=None, step=None)
+        lb = objective.loss_at(model, prepared, t=t, noise=noise, generator=None, step=None)
+    torch.testing.assert_close(la["total"], lb["total"])
+
+
+def test_frozen_latents_encode_each_clip_once(objective, batch):
+    from models.frames import to_pixels
+    from models.objectives import FrozenLatents
+
+    calls = []
+    vae = objective.vae
+
+    class Counting(torch.nn.Module):
+        def encode_latents(self, x):
+            calls.append(len(x))
+            return vae.encode_latents(x)
+
+    cache = FrozenLatents(Counting())
+    x = to_pixels(batch["frames"], SIZE)
+    first = cache(x)
+    again = cache(torch.cat([x, x[:1]]))  # every clip seen already
+    torch.testing.assert_close(first, vae.encode_latents(x))
+    torch.testing.assert_close(again[:2], first)
+    assert calls == [2]
+    small = FrozenLatents(Counting(), max_bytes=first[0].numel() * 4)  # room for one clip
+    small(x)
+    small(x[:1])
+    assert calls == [2, 2, 1] and len(small._cache) == 1

@@ -5,7 +5,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from models.data.dataset import ConditionDropout, ShardDataset, local_shard, still_example
+from models.data.dataset import (
+    ConditionDropout,
+    Endless,
+    ShardDataset,
+    local_shard,
+    still_example,
+)
 from models.data.shards import iter_shard, sample_digest, write_shards
 from models.errors import InvalidInput
 from models.keypoints import empty
@@ -95,6 +101,27 @@ def test_dataloader_workers_split_shards_without_duplicates(tmp_path):
     assert sorted(keys) == sorted(s["key"] for s in samples)
     batch = next(iter(DataLoader(ds, batch_size=2)))
     assert batch["frames"].shape == (2, 4, 8, 8, 3) and batch["frames"].dtype == torch.uint8
+
+
+def test_endless_batches_prepared_in_a_worker_process(tmp_path):
+    """What the training loop reads: one DataLoader for the whole run, its worker preparing
+    each example's conditions (pose maps, face codes, text) while the model trains."""
+    from models.conditions import PREPARED, PrepareConditions
+
+    samples = [make_sample(f"s{i}", f"c{i % 2}", f"m{i // 2}") for i in range(6)]
+    shards = write_shards(samples, tmp_path)
+    ds = ShardDataset([local_shard(s.path) for s in shards], dropout=None,
+                      transform=PrepareConditions(16))
+    loader = DataLoader(Endless(ds), batch_size=4, num_workers=1,
+                        multiprocessing_context="spawn")  # see the test above
+    batches = [b for _, b in zip(range(3), loader, strict=False)]  # 12 examples: 2 epochs
+    keys = [k for b in batches for k in b["key"]]
+    assert sorted(keys[:6]) == sorted(s["key"] for s in samples)
+    prepared = batches[0][PREPARED]
+    assert prepared["body_maps"].shape == (4, 3, 4, 16, 16)
+    assert prepared["frames"].shape == (4, 4, 16, 16, 3)
+    assert prepared["text_tokens"].shape == (4, 32, 384)
+    assert prepared["text_mask"].any(1).all()
 
 
 def test_fewer_shards_than_readers_split_motion_groups(tmp_path):
