@@ -60,6 +60,9 @@ class Conditions:
     action_embedding: Tensor  # (B, 384) MiniLM pooled embedding of the action phrase
     motion_intensity: Tensor  # (B,)
     camera: Tensor  # (B, T, 3) pan_x, pan_y, zoom
+    # (B, C, T', h, w): the reference image held still for the clip's T frames, through the
+    # VAE; the clip a model with `reference_skip` starts from (the static baseline)
+    still_latents: Tensor | None = None
     anchor_latents: Tensor | None = None  # (B, C, T', h, w): given latent frames
     anchor_mask: Tensor | None = None  # (B, T') bool, which latent frames are given
     guidance: Tensor | None = None  # (B, 2) text and reference guidance scales (a student's)
@@ -133,6 +136,8 @@ class Conditions:
         }
         if self.anchor_latents is not None:
             expect |= {"anchor_latents": tuple(latents.shape), "anchor_mask": (b, frames)}
+        if c.reference_skip or self.still_latents is not None:
+            expect["still_latents"] = tuple(latents.shape)
         if self.guidance is not None:
             expect["guidance"] = (b, 2)
         for name, shape in expect.items():
@@ -334,8 +339,10 @@ def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Ten
     library = torch.as_tensor(np.asarray(prepared["subject_library"]))
     b, k, size = library.shape[0], library.shape[1], ref_pixels.shape[-1]
     lib_pixels = _unit(library.flatten(0, 1))
+    frames = prepared["body_maps"].shape[2]
     with torch.no_grad():
         latents = encode_latents(torch.cat([ref_pixels, lib_pixels]).to(device)[:, :, None])
+        still = encode_latents(ref_pixels.to(device)[:, :, None].expand(-1, -1, frames, -1, -1))
     latents = torch.cat([latents[:b], latents[b:].unflatten(0, (b, k)).transpose(1, 2)
                          .flatten(2, 3)], 2) if k else latents[:b]
     # Examples padded to one text length: keep the columns some caption uses.
@@ -355,6 +362,7 @@ def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Ten
         action_embedding=tensor("action_embedding"),
         motion_intensity=tensor("motion_intensity"),
         camera=tensor("camera"),
+        still_latents=still.to(device),
     )
 
 

@@ -84,6 +84,14 @@ class DiTConfig:
     # A student's guidance when cond.guidance is None: its teacher's (the profile sets it);
     # (1, 1) is no guidance.
     default_guidance: tuple[float, float] = (1.0, 1.0)
+    # x-prediction from the still reference: the network predicts how the clean latents
+    # differ from the reference held still (cond.still_latents) and forward returns the
+    # velocity that implies. The zero-initialised model is then the static baseline (its
+    # samples are the reference, exactly), so training spends its steps on the motion,
+    # and a real photo it never saw stays a photo. JiT (Li & He 2025): x-prediction,
+    # velocity loss, t clamped at `min_time` in the division.
+    reference_skip: bool = False
+    min_time: float = 0.05
 
     def __post_init__(self):
         if self.dim % self.heads or (self.dim // self.heads) % 2 or self.dim // self.heads < 6:
@@ -416,4 +424,12 @@ class MotionDiT(nn.Module):
         shift, scale = (self.scale_shift_table + temb[:, None]).chunk(2, 1)
         out = self.proj_out(self.norm_out(seq[:, :n_video]) * (1 + scale) + shift)
         out = out.view(b, *grid, pt, ph, pw, c.latent_channels)
-        return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(x.shape)
+        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(x.shape)
+        if not c.reference_skip:
+            return out
+
+        # 8. The output is the clean clip's change from the still reference (nothing to start
+        #    from when the reference is dropped): x0 = still + out, as a velocity.
+        still = torch.where(drop["reference"][:, None, None, None, None], 0.0,
+                            cond.still_latents)
+        return (x - (still + out)) / t.to(dtype).clamp(min=c.min_time).view(-1, 1, 1, 1, 1)

@@ -72,8 +72,9 @@ def random_conditions(config, batch_size: int, latent_frames: int, latent_size: 
     def rand(*shape) -> torch.Tensor:
         return torch.rand(*shape, generator=g)
 
+    reference = torch.randn(b, c, 1 + library, latent_size, latent_size, generator=g)
     return Conditions(
-        reference_latents=torch.randn(b, c, 1 + library, latent_size, latent_size, generator=g),
+        reference_latents=reference,
         body_maps=rand(b, 3, frames, side, side), hand_maps=rand(b, 3, frames, side, side),
         face_codes=torch.randn(b, frames, FACE_POINTS, FACE_CODE_DIM, generator=g) * 0.05,
         identity_embedding=torch.randn(b, IDENTITY_DIM, generator=g) * 0.1,
@@ -87,6 +88,7 @@ def random_conditions(config, batch_size: int, latent_frames: int, latent_size: 
             torch.randn(b, config.text_dim, generator=g), dim=-1),
         motion_intensity=rand(b) * 0.02,
         camera=torch.cat([rand(b, frames, 2) * 0.2 - 0.1, 1 + rand(b, frames, 1) * 0.5], -1),
+        still_latents=reference[:, :, :1].expand(-1, -1, latent_frames, -1, -1).clone(),
     ).to(device)
 
 
