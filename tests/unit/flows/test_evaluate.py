@@ -41,6 +41,8 @@ def test_ceiling_rows_score_only_items_with_truth(items):
         assert len(result["rows"]) == 1 and list(result["samples"]) == ["synthetic-0"]
         assert "latency_s" not in result["metrics"] and "nfe" not in result["metrics"]
     assert truth["metrics"]["ssim"] == pytest.approx(1.0)  # the truth against itself
+    assert truth["metrics"]["lpips"] == pytest.approx(0.0, abs=1e-6)  # LPIPS-VGG, make setup's
+    assert "lpips" not in truth["skipped"] and recon["metrics"]["lpips"] > 0.05
     assert truth["metrics"]["pose_pck"] > 0.8  # MediaPipe reads a clean 64² render
     # an untrained tiny VAE decodes its parameter-free thumbnail: close, not the same
     assert 0.5 < recon["metrics"]["ssim"] < 0.99

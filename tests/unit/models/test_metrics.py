@@ -4,6 +4,7 @@ identity on a real photo (real dlib), VBench-style temporal scores, and aggregat
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -60,11 +61,22 @@ def test_ssim_psnr_identical_noised_and_mismatched(wave):
         M.psnr(frames, frames[:, :32])
 
 
-def test_lpips_fvd_and_text_alignment_say_why_not(wave, tmp_path):
-    value, reason = M.lpips_or_reason(wave.frames, wave.frames)
-    assert value is None and "weights" in reason
-    value, reason = M.lpips_or_reason(wave.frames, wave.frames, tmp_path / "missing.pth")
-    assert value is None and "does not exist" in reason
+def test_lpips_vgg_with_the_weights_make_setup_converts(wave, tmp_path, monkeypatch):
+    frames = wave.frames
+    noised = np.clip(frames + np.random.default_rng(0).normal(0, 20, frames.shape), 0, 255)
+    assert M.lpips_or_reason(frames, frames) == (pytest.approx(0.0, abs=1e-6), "ok")
+    value, reason = M.lpips_or_reason(noised.astype(np.uint8), frames)
+    assert reason == "ok" and 0.05 < value < 1.0
+    value, reason = M.lpips_or_reason(frames[:, :8, :8], frames[:, :8, :8])
+    assert value is None and "smaller than" in reason
+    value, reason = M.lpips_or_reason(frames, frames, tmp_path / "missing.safetensors")
+    assert value is None and "does not exist" in reason and "make setup" in reason
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))  # a venv without the converted file
+    value, reason = M.lpips_or_reason(frames, frames)
+    assert value is None and "run `make setup`" in reason
+
+
+def test_fvd_and_text_alignment_say_why_not(wave):
     value, reason = M.fvd_or_reason([wave.frames] * 2, [wave.frames] * 2)
     assert value is None and "I3D" in reason
     assert M.text_alignment(wave.frames, "a person waving") is None
