@@ -52,13 +52,18 @@ HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False, "p
                     "motion_smoothness": True, "dynamic_degree": True, "text_alignment": True,
                     "latency_s": False, "nfe": False}
 EVAL_TAG = "eval.{metric}"
+# The static reference's metrics on the same benchmark set, tagged on each evaluated version
+# so the promotion gates can compare the model with what doing nothing scores.
+STATIC_TAG = "eval.static.{metric}"
+STATIC_BASELINE = "baseline-static"
 SAMPLE_FPS = 12  # of the sample videos and the GSB page's clips
 GSB_SEED = 0  # which side each model is shown on, per pair: the same page on every run
 
 
-def tagged_metrics(tags: dict[str, str]) -> dict[str, float]:
-    """The metrics a model version carries as `eval.<metric>` tags."""
-    prefix = EVAL_TAG.format(metric="")
+def tagged_metrics(tags: dict[str, str], tag: str = EVAL_TAG) -> dict[str, float]:
+    """The metrics a model version carries as `eval.<metric>` tags (or another `tag`
+    pattern: STATIC_TAG, the static reference's on the version's benchmark set)."""
+    prefix = tag.format(metric="")
     return {k[len(prefix):]: float(v) for k, v in tags.items()
             if k.startswith(prefix) and k[len(prefix):] in HIGHER_IS_BETTER}
 
@@ -216,7 +221,7 @@ def baseline_generators(size: int, frames: int, targets: dict, extractor):
         out = tps_warp(item.reference, ref_kps, targets[item.name], size)
         return out, targets[item.name], time.perf_counter() - start, 0
 
-    return {"baseline-static": static, "baseline-tps": warp}
+    return {STATIC_BASELINE: static, "baseline-tps": warp}
 
 
 def ceiling_generators(size: int, frames: int, targets: dict, vae):
@@ -310,11 +315,12 @@ def evaluate_flow(models: list[list], force: bool = False) -> dict:
         if results[label].get("reused"):
             continue
         run_id = run_ids[label] = log_evaluation(settings, bundle, results, table, items, key)
-        metrics = results[label]["metrics"]
-        for metric, value in metrics.items():
-            if value is not None and np.isfinite(value):
-                client.set_model_version_tag(bundle.name, str(bundle.version),
-                                             EVAL_TAG.format(metric=metric), f"{value:.6g}")
+        for tag, metrics in ((EVAL_TAG, results[label]["metrics"]),
+                             (STATIC_TAG, results[STATIC_BASELINE]["metrics"])):
+            for metric, value in metrics.items():
+                if value is not None and np.isfinite(value) and metric in HIGHER_IS_BETTER:
+                    client.set_model_version_tag(bundle.name, str(bundle.version),
+                                                 tag.format(metric=metric), f"{value:.6g}")
         client.set_model_version_tag(bundle.name, str(bundle.version), "eval.set_key", key)
         client.set_model_version_tag(bundle.name, str(bundle.version), "eval.run_id", run_id)
     if gsb:  # the student is A; the page goes to the run of a newly evaluated model

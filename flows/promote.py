@@ -4,6 +4,9 @@ A student version becomes `candidate` when it passes every gate of settings.prom
 the `eval.<metric>` tags that the evaluate flow puts on each version:
   - student vs its teacher: not worse than `student_tolerance` on each primary metric;
   - candidate vs the current champion: not worse than `champion_tolerance` on each;
+  - student vs the static reference (the still photo repeated, on the same benchmark set):
+    at least as good on each primary metric (`baseline_gate`, on by default): a model that
+    loses to doing nothing is not a release;
   - latency: end-to-end seconds per clip within `latency_budget_s`.
 `--to champion` moves `champion` to the candidate (the previous champion is recorded, so
 `motionctl promote --rollback` restores it in one command). A refused promotion names each
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from prefect import flow
 
 from flows.errors import MotionControlError
-from flows.evaluate import HIGHER_IS_BETTER, tagged_metrics
+from flows.evaluate import HIGHER_IS_BETTER, STATIC_TAG, tagged_metrics
 from flows.registry import alias_version, newest_version, rollback_alias, set_alias
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
 from flows.tracking import connect
@@ -45,6 +48,14 @@ class PromotionResult:
 def version_metrics(settings: Settings, name: str, version: int | str) -> dict[str, float]:
     mv = connect(settings).MlflowClient().get_model_version(name, str(version))
     return tagged_metrics(mv.tags)
+
+
+def _better_than_static_gate(cfg, mine: dict, static: dict) -> Gate:
+    name = "student vs static reference"
+    if not static:
+        return Gate(name, False, "the static reference's metrics are missing (an evaluation "
+                    "older than this gate): run `motionctl evaluate --force`")
+    return compare_gate(name, mine, static, cfg.primary_metrics, cfg.baseline_tolerance)
 
 
 def _worse_by(metric: str, candidate: float, reference: float) -> float:
@@ -83,6 +94,8 @@ def check_gates(settings: Settings, version: int) -> list[Gate]:
         gates.append(compare_gate(f"student vs teacher v{teacher}", mine,
                                   version_metrics(settings, TEACHER_MODEL, teacher),
                                   cfg.primary_metrics, cfg.student_tolerance))
+    if cfg.baseline_gate:
+        gates.append(_better_than_static_gate(cfg, mine, tagged_metrics(mv.tags, STATIC_TAG)))
     champion = alias_version(settings, STUDENT_MODEL, "champion")
     if champion is not None and champion != version:
         gates.append(compare_gate(f"candidate vs champion v{champion}", mine,

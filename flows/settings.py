@@ -120,6 +120,10 @@ class PromoteSettings(BaseModel):
     student_tolerance: float = Field(default=0.05, ge=0)
     # candidate vs the current champion: at most this much worse on each primary metric
     champion_tolerance: float = Field(default=0.02, ge=0)
+    # student vs the static reference on the same benchmark set: at most this much worse
+    baseline_gate: bool = Field(default=True, description="refuse a model that loses to the "
+                                "static reference on a primary metric")
+    baseline_tolerance: float = Field(default=0.0, ge=0)
     latency_budget_s: float = Field(default=30.0, gt=0,
                                     description="end-to-end seconds per clip, CPU tiny profile")
 

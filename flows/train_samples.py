@@ -1,5 +1,7 @@
 """Samples logged during training: the generated clip (mp4), a reference | driving | pose |
-generated | ground-truth strip (PNG), and SSIM against the ground truth."""
+generated | ground-truth strip (PNG), and the learning curve: SSIM and pose PCK of the
+held-out batch against its ground truth, with the static reference's beside them (the line
+a model must get above)."""
 
 from __future__ import annotations
 
@@ -34,9 +36,31 @@ def strip(batch: dict, generated: np.ndarray, size: int, index: int = 0) -> np.n
     return np.concatenate(rows, axis=0)
 
 
-def log_samples(model, objective, batch: dict, size: int, fps: float, step: int) -> float:
+def curve_metrics(generated: np.ndarray, batch: dict, size: int) -> dict[str, float]:
+    """SSIM and pose PCK (MediaPipe) of a generated batch (B, T, H, W, 3) against its ground
+    truth, and the same for the static reference (the still photo repeated)."""
+    from models.baselines import static_reference
+    from models.metrics import pose_pck
+    from models.motion import HolisticExtractor
+
+    truth = resize_frames(batch["frames"], size)
+    still = [static_reference(np.asarray(r), truth.shape[1], size) for r in batch["reference"]]
+    out = {}
+    with HolisticExtractor() as extractor:
+        for name, clips in (("sample", generated), ("static", still)):
+            out[f"{name}_ssim"] = float(np.mean([ssim(c, t) for c, t in
+                                                 zip(clips, truth, strict=True)]))
+            out[f"{name}_pose_pck"] = float(np.nanmean([
+                pose_pck(c, np.asarray(k), extractor=extractor)
+                for c, k in zip(clips, batch["keypoints"], strict=True)]))
+    return out
+
+
+def log_samples(model, objective, batch: dict, size: int, fps: float, step: int,
+                curve: bool = True) -> float:
     """What the model makes of a held-out batch (objective.sample: a VAE's reconstruction,
-    a DiT's generated clip) as MLflow metric, strip and mp4; returns its SSIM."""
+    a DiT's generated clip) as strip and mp4, and with `curve` the learning-curve metrics
+    (`curve_metrics`); returns the first clip's SSIM."""
     import mlflow
 
     from models.video import encode_mp4
@@ -44,7 +68,8 @@ def log_samples(model, objective, batch: dict, size: int, fps: float, step: int)
     generated = objective.sample(model, batch)
     truth = resize_frames(batch["frames"], size)
     score = ssim(generated[0], truth[0])
-    mlflow.log_metric("sample_ssim", score, step=step)
+    mlflow.log_metrics(curve_metrics(generated, batch, size) if curve
+                       else {"sample_ssim": score}, step=step)
     mlflow.log_image(strip(batch, generated, size), f"samples/strip_{step:06d}.png")
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/sample_{step:06d}.mp4"

@@ -227,7 +227,7 @@ def main(plan_path: str) -> None:
                       "val_loss_ema": objective.validate(ema.module, val)}, done)
             if val and (done % cfg.sample_every == 0 or done == plan.steps):
                 log_samples(ema.module, objective, val[0], plan.run.resolution,
-                            plan.run.clip.fps, done)
+                            plan.run.clip.fps, done, curve=plan.objective != "vae")
         if done % cfg.checkpoint_every == 0 or done == plan.steps:
             save_checkpoint(engine, ema, store, plan, done, rank)
 

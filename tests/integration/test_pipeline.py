@@ -23,6 +23,7 @@ FAST = {"MC_TRAIN__STEPS": "2", "MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VA
         "MC_TRAIN__SAMPLE_EVERY": "2", "MC_TRAIN__SAMPLE_STEPS": "2",
         "MC_TRAIN__BATCH_SIZE": "2", "MC_EVALUATE__PAIRS": "1", "MC_EVALUATE__REAL_CLIPS": "1",
         "MC_EVALUATE__TEACHER_STEPS": "2", "MC_PROMOTE__STUDENT_TOLERANCE": "1000",
+        "MC_PROMOTE__BASELINE_TOLERANCE": "1000",  # 2-step models: the gate runs, relaxed
         "MC_PROMOTE__LATENCY_BUDGET_S": "600", "COLUMNS": "200"}
 METRICS = {"ssim", "psnr", "lpips", "pose_pck", "hand_pck", "face_nme", "id_similarity",
            "motion_smoothness", "dynamic_degree", "latency_s", "nfe"}

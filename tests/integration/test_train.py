@@ -77,7 +77,9 @@ def test_stage1_starts_from_stage0_and_logs_samples(trained_stage0):
     assert run.data.params["vae_weights"].startswith(f"models:/{TEACHER_MODEL}/")
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert "samples/strip_000004.png" in samples and "samples/sample_000004.mp4" in samples
-    assert {"val_loss", "sample_ssim", "loss_flow_matching", "lr"} <= run.data.metrics.keys()
+    # the learning curve: held-out SSIM and pose PCK, the static reference beside them
+    assert {"val_loss", "sample_ssim", "sample_pose_pck", "static_ssim", "static_pose_pck",
+            "loss_flow_matching", "lr"} <= run.data.metrics.keys()
     again = train({**env, "MC_TRAIN__STEPS": "4"}, 1)
     assert "reused" in again.stdout
 

@@ -10,14 +10,18 @@ import pytest
 from flows import tracking
 from flows.promote import PromotionRefused, run_promotion
 from flows.registry import alias_version
-from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
+from flows.settings import STUDENT_MODEL, TEACHER_MODEL, get_settings, load_settings
+
+STATIC = {"pose_pck": 0.42, "ssim": 0.66}  # the static reference on the benchmark set
 
 
-def register(settings, name: str, metrics: dict, **tags) -> int:
+def register(settings, name: str, metrics: dict, static: dict | None = None, **tags) -> int:
     client = tracking.connect(settings).MlflowClient()
     with contextlib.suppress(Exception):  # already registered
         client.create_registered_model(name)
-    tags = {**{f"eval.{k}": str(v) for k, v in metrics.items()}, **tags}
+    static = STATIC if static is None and metrics else static or {}
+    tags = {**{f"eval.{k}": str(v) for k, v in metrics.items()},
+            **{f"eval.static.{k}": str(v) for k, v in static.items()}, **tags}
     return int(client.create_model_version(name, source="file:///nowhere", tags=tags).version)
 
 
@@ -70,3 +74,29 @@ def test_latency_budget_and_missing_evaluation(registry, monkeypatch):
     unevaluated = register(settings, STUDENT_MODEL, {})
     with pytest.raises(PromotionRefused, match="no evaluation; run `make evaluate`"):
         run_promotion(settings, unevaluated)
+
+
+def test_a_model_below_the_static_reference_is_refused(registry, monkeypatch):
+    settings, teacher, _ = registry
+    # as good as its teacher, but the still photo scores more on pose: doing nothing wins
+    teacher_like = register(settings, TEACHER_MODEL, {"pose_pck": 0.30, "ssim": 0.70})
+    blur = register(settings, STUDENT_MODEL, {"pose_pck": 0.30, "ssim": 0.70, "latency_s": 2.0},
+                    teacher_version=str(teacher_like), distill_stage="steps")
+    with pytest.raises(PromotionRefused) as refused:
+        run_promotion(settings, blur)
+    message = str(refused.value)
+    assert "student vs static reference" in message and "pose_pck 0.3 vs 0.42" in message
+    assert "student vs teacher" not in message  # that gate passed
+    # an evaluation from before the gate carries no static figures: evaluate again
+    old = register(settings, STUDENT_MODEL, {"pose_pck": 0.6, "ssim": 0.7, "latency_s": 2.0},
+                   static={}, teacher_version=str(teacher), distill_stage="steps")
+    with pytest.raises(PromotionRefused, match="motionctl evaluate --force"):
+        run_promotion(settings, old)
+    # an operator may switch the gate off (MC_PROMOTE__BASELINE_GATE=false)
+    monkeypatch.setenv("MC_PROMOTE__BASELINE_GATE", "false")
+    get_settings.cache_clear()
+    try:
+        assert run_promotion(load_settings(), blur).version == blur
+    finally:
+        monkeypatch.delenv("MC_PROMOTE__BASELINE_GATE")
+        get_settings.cache_clear()
