@@ -52,7 +52,7 @@ def test_guidance_stage_targets_the_guided_velocity(pair):
     assert before > 1e-4
     trainable = student.guidance_embedder.parameters()
     opt = torch.optim.Adam(trainable, lr=1e-2)
-    for _ in range(20):
+    for _ in range(40):
         opt.zero_grad()
         guided(student, x0, cond, generator=g())["total"].backward()
         opt.step()

@@ -59,13 +59,22 @@ def test_config_checks():
 
 @pytest.mark.parametrize("spatial_factor,side", [(8, 8), (4, 16)])
 def test_fresh_model_keeps_shape_and_starts_at_zero(spatial_factor, side):
-    cfg = dataclasses.replace(CFG, spatial_factor=spatial_factor, latent_channels=8)
+    cfg = dataclasses.replace(CFG, spatial_factor=spatial_factor, latent_channels=8,
+                              reference_skip=False)
     model = MotionDiT(cfg)
-    x = torch.randn(B, 8, T, side, side)
+    x, t = torch.randn(B, 8, T, side, side), torch.linspace(0.1, 0.9, B)  # above min_time
+    cond = random_conditions(cfg, B, T, side)
     with torch.no_grad():
-        out = model(x, torch.rand(B), random_conditions(cfg, B, T, side))
+        out = model(x, t, cond)
     assert out.shape == x.shape
     assert out.abs().max() == 0  # adaLN-Zero + zero-initialised output head
+    # with the reference skip, the fresh model's x0 is the still reference: v = (x - still)/t
+    skip = MotionDiT(dataclasses.replace(cfg, reference_skip=True))
+    with torch.no_grad():
+        out = skip(x, t, cond)
+        dropped = skip(x, t, cond, {"reference": torch.tensor([True] + [False] * (B - 1))})
+    torch.testing.assert_close(out, (x - cond.still_latents) / t.view(-1, 1, 1, 1, 1))
+    torch.testing.assert_close(dropped[0], x[0] / t[0])  # no reference: nothing to start from
 
 
 def test_output_depends_on_latents_and_time(model, inputs):
@@ -334,7 +343,8 @@ def test_wan_weights_map_onto_motiondit_and_reproduce_its_output(inputs):
     assert {k: v for k, v in wan_config(CFG).items()} == \
         {k: v for k, v in WAN_DEBUG.items() if k != "rope_max_seq_len"}
     wan = _random_wan()
-    model = MotionDiT(CFG, stage=1).eval()
+    # as `base`: a model that starts from Wan keeps its velocity head (no reference skip)
+    model = MotionDiT(dataclasses.replace(CFG, reference_skip=False), stage=1).eval()
     report = load_wan(model, wan.state_dict())
     wan_state, ours = wan.state_dict(), model.state_dict()
     assert report.unused == [] and report.shape_mismatch == []
