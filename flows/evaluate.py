@@ -15,10 +15,10 @@ The benchmark set (never trained on):
 Baselines: the static reference (no motion), a thin-plate-spline warp of the reference to
 the driving keypoints and, on the real items only, a 32-px thumbnail of the reference (its
 `ssim_to_reference` is what a blurred copy of the photo scores). The table also scores, on the
-synthetic pairs, the ground truth itself
-and the ground truth through the models' VAE: the ceilings of a perfect model and of a perfect
-model behind that VAE (at the tiny profile's 64² px MediaPipe misses people even in some true
-renders, and the tiny VAE keeps little more than a 16² thumbnail).
+synthetic pairs, the ground truth itself and the ground truth through the models' VAE: the
+ceilings of a perfect model and of a perfect model behind that VAE (at the tiny profile's 64²
+px MediaPipe misses people even in some true renders, and the tiny VAE keeps little more than
+a 16² thumbnail).
 
 When a student and its teacher (or any two models) are evaluated together, the first's run
 also gets the blind side-by-side GSB rating page of their clips (artifacts `gsb/`, see
@@ -49,14 +49,15 @@ from flows.tracking import connect, start_run, ui_link
 
 # Rows of the comparison table that are neither models nor baselines (`ceiling_generators`).
 GROUND_TRUTH, VAE_RECONSTRUCTION = "ground-truth", "vae-reconstruction"
-THUMBNAIL = "baseline-thumbnail32"
+THUMBNAIL = "baseline-thumbnail32"  # the baseline row of the real photos only
 SHORT_HEADERS = {GROUND_TRUTH: "truth", VAE_RECONSTRUCTION: "via\nVAE",  # printed table
                  THUMBNAIL: "thumb\n32px"}
 # Metric directions, for tables and gates: True = higher is better.
 HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False,
                     "ssim_to_reference": True, "pose_pck": True, "hand_pck": True,
-                    "face_nme": False, "id_similarity": True, "motion_smoothness": True, "dynamic_degree": True, "text_alignment": True,
-                    "latency_s": False, "nfe": False}
+                    "face_nme": False, "id_similarity": True, "motion_smoothness": True,
+                    "dynamic_degree": True, "text_alignment": True, "latency_s": False,
+                    "nfe": False}
 EVAL_TAG = "eval.{metric}"
 SAMPLE_FPS = 12  # of the sample videos and the GSB page's clips
 GSB_SEED = 0  # which side each model is shown on, per pair: the same page on every run
