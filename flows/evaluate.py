@@ -8,13 +8,17 @@ The benchmark set (never trained on):
   - held-out synthetic cross-identity pairs (the dataset's eval split: characters and motion
     groups kept out of training, one pair per motion before a second of any) with the
     ground-truth render of the reference character performing the motion;
-  - real footage and photos: a real portrait or photo as the reference and a crop of real
-    pedestrian footage as the driver (no ground truth: pose, identity and motion metrics).
-Baselines: the static reference (no motion) and a thin-plate-spline warp of the reference to
-the driving keypoints. The table also scores, on the synthetic pairs, the ground truth itself
-and the ground truth through the models' VAE: the ceilings of a perfect model and of a perfect
-model behind that VAE (at the tiny profile's 64² px MediaPipe misses people even in some true
-renders, and the tiny VAE keeps little more than a 16² thumbnail).
+  - real photos (the astronaut portrait, a basketball player cut from his photo) as the
+    reference, driven by real footage: a pedestrian's walk in a window that follows him
+    (models/person_crop.py, the demo's driving clip). No ground truth: pose, identity and
+    motion metrics, and `ssim_to_reference`, how much of the photo's look the output keeps.
+Baselines: the static reference (no motion), a thin-plate-spline warp of the reference to
+the driving keypoints and, on the real items only, a 32-px thumbnail of the reference (its
+`ssim_to_reference` is what a blurred copy of the photo scores). The table also scores, on the
+synthetic pairs, the ground truth itself and the ground truth through the models' VAE: the
+ceilings of a perfect model and of a perfect model behind that VAE (at the tiny profile's 64²
+px MediaPipe misses people even in some true renders, and the tiny VAE keeps little more than
+a 16² thumbnail).
 
 When a student and its teacher (or any two models) are evaluated together, the first's run
 also gets the blind side-by-side GSB rating page of their clips (artifacts `gsb/`, see
@@ -45,12 +49,15 @@ from flows.tracking import connect, start_run, ui_link
 
 # Rows of the comparison table that are neither models nor baselines (`ceiling_generators`).
 GROUND_TRUTH, VAE_RECONSTRUCTION = "ground-truth", "vae-reconstruction"
-SHORT_HEADERS = {GROUND_TRUTH: "truth", VAE_RECONSTRUCTION: "via\nVAE"}  # printed table
+THUMBNAIL = "baseline-thumbnail32"  # the baseline row of the real photos only
+SHORT_HEADERS = {GROUND_TRUTH: "truth", VAE_RECONSTRUCTION: "via\nVAE",  # printed table
+                 THUMBNAIL: "thumb\n32px"}
 # Metric directions, for tables and gates: True = higher is better.
-HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False, "pose_pck": True,
-                    "hand_pck": True, "face_nme": False, "id_similarity": True,
-                    "motion_smoothness": True, "dynamic_degree": True, "text_alignment": True,
-                    "latency_s": False, "nfe": False}
+HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "fvd": False,
+                    "ssim_to_reference": True, "pose_pck": True, "hand_pck": True,
+                    "face_nme": False, "id_similarity": True, "motion_smoothness": True,
+                    "dynamic_degree": True, "text_alignment": True, "latency_s": False,
+                    "nfe": False}
 EVAL_TAG = "eval.{metric}"
 # The static reference's metrics on the same benchmark set, tagged on each evaluated version
 # so the promotion gates can compare the model with what doing nothing scores.
@@ -80,36 +87,36 @@ class BenchItem:
 
 def benchmark_set(settings: Settings, digest: str | None, frames: int) -> list[BenchItem]:
     """Held-out synthetic pairs with ground truth, then real photo x real footage clips."""
+    from skimage.data import astronaut
     from torch.utils.data import DataLoader
 
     from models.assets import sample_data
-    from models.video import read_image, read_video
+    from models.person_crop import crop_to_person, walking_pedestrian
+    from models.video import read_image
 
     manifest = load_manifest(open_store(settings), settings.curate.dataset, digest)
     data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
                          cross_identity=1.0, dropout=None)
+    # a motion whose group kept one character has no cross-identity pair
+    pairs = (batch for batch in DataLoader(data, batch_size=None) if batch["cross_identity"])
     items = [BenchItem(f"synthetic-{i}", np.asarray(batch["reference"]),
                        np.asarray(batch["driver_frames"]), str(batch["caption"]),
                        truth=np.asarray(batch["frames"]),
                        driving_keypoints=np.asarray(batch["driver_keypoints"]))
-             for i, batch in enumerate(one_per_motion(DataLoader(data, batch_size=None),
-                                                     settings.evaluate.pairs))]
+             for i, batch in enumerate(one_per_motion(pairs, settings.evaluate.pairs))]
     if len(items) < settings.evaluate.pairs:
-        raise MotionControlError(f"the dataset's eval split has {len(items)} clips, fewer than "
-                                 f"MC_EVALUATE__PAIRS={settings.evaluate.pairs}: lower it or "
-                                 "curate more held-out characters")
-    photos = [("astronaut", None), ("basketball1", "opencv-doc/basketball1.png")]
-    footage = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=frames * 2).frames
-    for name, path in photos[:settings.evaluate.real_clips]:
-        if path is None:
-            from skimage.data import astronaut
-
-            photo = astronaut()
-        else:
-            photo = read_image(sample_data(path))
-        # a pedestrian walking towards the camera, cropped around them (frames 0..T at 2x)
-        driving = footage[::2][:frames, 150:470, 0:320]
-        items.append(BenchItem(f"real-{name}-vtest", photo, driving, "a person walking"))
+        raise MotionControlError(f"the dataset's eval split has {len(items)} cross-identity "
+                                 f"pairs, fewer than MC_EVALUATE__PAIRS="
+                                 f"{settings.evaluate.pairs}: lower it or curate more held-out "
+                                 "characters")
+    # the portrait, then a whole body: the player on the left of his photo
+    photos = {"astronaut": astronaut,
+              "basketball1": lambda: crop_to_person(read_image(sample_data(
+                  "opencv-doc/basketball1.png")))}
+    chosen = list(photos.items())[:settings.evaluate.real_clips]
+    driving = walking_pedestrian(frames).frames if chosen else None  # the demo's clip
+    items += [BenchItem(f"real-{name}-vtest", photo(), driving, "a person walking")
+              for name, photo in chosen]
     return items
 
 
@@ -142,7 +149,7 @@ def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
     to score on that item; latency_s None: not a model) on every item and score it: per-item
     rows, the aggregate, the frames, and why a metric was skipped."""
     from models.frames import resize_frames
-    from models.metrics import aggregate, evaluate_clip, fvd_or_reason, lpips_or_reason
+    from models.metrics import aggregate, evaluate_clip, fvd_or_reason, lpips_or_reason, ssim
     from models.pipeline import square
 
     rows, samples, skipped, pairs = [], {}, {}, []
@@ -152,9 +159,12 @@ def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
             continue
         frames, target, latency, nfe = output
         truth = resize_frames(item.truth[None], size)[0] if item.truth is not None else None
-        row = evaluate_clip(frames, truth, reference=square(item.reference, size),
-                            target_keypoints=target, prompt=item.prompt, extractor=extractor)
-        if truth is not None:
+        reference = square(item.reference, size)
+        row = evaluate_clip(frames, truth, reference=reference, target_keypoints=target,
+                            prompt=item.prompt, extractor=extractor)
+        if truth is None:  # a real photo: how much of its look the output keeps
+            row["ssim_to_reference"] = ssim(frames, np.broadcast_to(reference, frames.shape))
+        else:
             value, reason = lpips_or_reason(frames, truth, lpips_weights)
             if value is None:
                 skipped["lpips"] = reason
@@ -205,8 +215,10 @@ def baseline_targets(items: list[BenchItem], size: int, frames: int) -> dict[str
 
 def baseline_generators(size: int, frames: int, targets: dict, extractor):
     """generate(item) for the static-reference and thin-plate-spline baselines, on the same
-    retargeted driving keypoints as the models (`baseline_targets`)."""
-    from models.baselines import static_reference, tps_warp
+    retargeted driving keypoints as the models (`baseline_targets`), and for the reference's
+    thumbnail on the real items only (None for the others: the synthetic pairs have their
+    ground truth to be scored against)."""
+    from models.baselines import static_reference, thumbnail, tps_warp
     from models.pipeline import square_keypoints
 
     def static(item: BenchItem):
@@ -221,7 +233,14 @@ def baseline_generators(size: int, frames: int, targets: dict, extractor):
         out = tps_warp(item.reference, ref_kps, targets[item.name], size)
         return out, targets[item.name], time.perf_counter() - start, 0
 
-    return {STATIC_BASELINE: static, "baseline-tps": warp}
+    def thumb(item: BenchItem):
+        if item.truth is not None:
+            return None
+        start = time.perf_counter()
+        out = thumbnail(item.reference, frames, size)
+        return out, targets[item.name], time.perf_counter() - start, 0
+
+    return {STATIC_BASELINE: static, "baseline-tps": warp, THUMBNAIL: thumb}
 
 
 def ceiling_generators(size: int, frames: int, targets: dict, vae):
@@ -386,13 +405,17 @@ def comparison_table(results: dict[str, dict]) -> dict[str, dict[str, float | No
 
 def print_comparison(table: dict[str, dict]) -> None:
     """Metrics as rows, models as columns: stays readable in an 80-column terminal."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     keys = [k for k in HIGHER_IS_BETTER if any(k in row for row in table.values())]
     out = Table(title="evaluation: held-out benchmark set (↑ higher is better, ↓ lower)",
                 caption="truth: the true render; via VAE: it through the models' VAE "
-                        "(synthetic pairs only; the ceilings of each metric on this set)")
+                        "(synthetic pairs only; the ceilings of each metric on this set); "
+                        "thumb 32px: the reference at 32 px (real photos only)",
+                # inner rules only: seven columns in 80
+                box=box.MINIMAL, show_edge=False, pad_edge=False)
     out.add_column("metric", no_wrap=True)
     for label in table:  # short headers: "teacher" over "v4", "static", ...
         header = SHORT_HEADERS.get(label, label.removeprefix("motioncontrol-")
@@ -405,7 +428,7 @@ def print_comparison(table: dict[str, dict]) -> None:
 
 
 def _fmt(value) -> str:
-    """At most 6 characters (3 significant digits where they fit), so that six models fit
+    """At most 6 characters (3 significant digits where they fit), so that seven columns fit
     an 80-column terminal without a value folded over two lines."""
     if value is None or not np.isfinite(value):
         return "—"

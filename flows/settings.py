@@ -98,9 +98,11 @@ class TrainSettings(BaseModel):
 class EvaluateSettings(BaseModel):
     """The benchmark set of `make evaluate` (flows/evaluate.py). MC_EVALUATE__<FIELD>."""
 
-    pairs: int = Field(default=4, ge=1, le=1000, description="held-out cross-identity pairs")
-    real_clips: int = Field(default=1, ge=0, le=10,
-                            description="real reference photo x real footage clips")
+    pairs: int = Field(default=8, ge=1, le=1000,
+                       description="held-out cross-identity pairs, one per motion first")
+    real_clips: int = Field(default=2, ge=0, le=2,
+                            description="real photo x real footage clips: the astronaut, "
+                            "then a basketball player")
     teacher_steps: int | None = Field(default=None, ge=1, le=1000,
                                       description="Euler steps of a teacher (its CFG in 2 "
                                       "branches); unset: the teacher's own (its profile's)")

@@ -1,5 +1,6 @@
-"""Classical baselines that a generated clip must beat: the still reference ("no motion") and
-a keypoint-driven thin-plate-spline warp of the reference ("image warping, no generation").
+"""Classical baselines that a generated clip must beat: the still reference ("no motion"), a
+keypoint-driven thin-plate-spline warp of the reference ("image warping, no generation") and,
+for how much of a photo's look an output keeps, a 32-px thumbnail of the reference ("no detail").
 
 Both work in the square-crop convention of `models.pipeline.square` / `square_keypoints`:
 the reference is centre-cropped and resized to size², keypoints are normalised to that square.
@@ -19,6 +20,7 @@ WARP_CONFIDENCE = 0.5  # a point drives the warp when both its reference and tar
 MIN_WARP_POINTS = 4  # fewer confident points than this: the frame is the unwarped reference
 TPS_SMOOTHING = 1e-2  # regularisation of the spline (in squared frame units): robust to
 # near-duplicate points, which make the exact interpolation system singular
+THUMBNAIL_PX = 32  # side of the thumbnail baseline before it is scaled back up
 # Fixed anchors (normalised), so that the background and frame borders stay put.
 BORDER_ANCHORS = np.array([(x, y) for x in (0.0, 0.5, 1.0) for y in (0.0, 0.5, 1.0)
                            if (x, y) != (0.5, 0.5)], dtype=np.float64)
@@ -29,6 +31,16 @@ def static_reference(reference: np.ndarray, frames: int, size: int) -> np.ndarra
     if frames < 1 or size < 1:
         raise InvalidInput(f"frames and size must be positive, got {frames} and {size}")
     return np.repeat(square(check_reference(reference), size)[None], frames, axis=0)
+
+
+def thumbnail(reference: np.ndarray, frames: int, size: int, side: int = THUMBNAIL_PX
+              ) -> np.ndarray:
+    """(frames, size, size, 3): the square reference shrunk to side² and scaled back up
+    (bilinear), repeated. Scored by its SSIM to the reference, it is the bar for an output that
+    keeps the photo's look: a model that only keeps a blurred copy of it does no better."""
+    small = square(check_reference(reference), side)
+    big = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+    return np.repeat(big[None], frames, axis=0)
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:

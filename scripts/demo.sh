@@ -5,7 +5,8 @@
 #      student ending as `champion` (stages already done with the same inputs are reused);
 #   3. `motionctl serve`: the Triton model repository built from `champion`, tritonserver up;
 #   4. `motionctl animate`: a real photo (the astronaut portrait) driven by real footage
-#      (pedestrians of vtest.avi) over gRPC -> mp4, then `motionctl verify` on it.
+#      (a pedestrian of vtest.avi, followed by the crop) over gRPC -> mp4, then
+#      `motionctl verify` on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MC=.venv/bin/motionctl
@@ -28,7 +29,8 @@ for _ in $(seq 1 300); do
   sleep 1
 done
 
-# inputs: a real portrait and 3 s of real footage around a walking pedestrian
+# inputs: a real portrait and 7 s of real footage of a walking pedestrian, in a window that
+# follows him (the evaluation's real items drive with the start of the same clip)
 $PY - "$OUT" <<'PYTHON'
 import sys
 from pathlib import Path
@@ -36,13 +38,13 @@ from pathlib import Path
 import cv2
 from skimage.data import astronaut
 
-from models.assets import sample_data
-from models.video import read_video, write_mp4
+from models.person_crop import walking_pedestrian
+from models.video import write_mp4
 
 out = Path(sys.argv[1])
 cv2.imwrite(str(out / "reference.png"), astronaut()[..., ::-1])  # cv2 writes BGR
-clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=72)
-write_mp4(out / "driving.mp4", clip.frames[::2, 150:470, 0:320], fps=clip.fps / 2)
+clip = walking_pedestrian(36)
+write_mp4(out / "driving.mp4", clip.frames, fps=clip.fps)
 PYTHON
 $MC animate --reference "$OUT/reference.png" --driving "$OUT/driving.mp4" \
   --prompt "an astronaut walking down the street, the camera slowly zooms in" --seed 0 \

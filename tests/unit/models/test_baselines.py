@@ -1,13 +1,16 @@
-"""Baselines: the still reference and the thin-plate-spline warp of the reference."""
+"""Baselines: the still reference, the thin-plate-spline warp of the reference and the
+reference's thumbnail."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from skimage.data import astronaut
 
 from models import keypoints as K
-from models.baselines import static_reference, tps_warp
+from models.baselines import static_reference, thumbnail, tps_warp
 from models.errors import InvalidInput
+from models.metrics import ssim
 from models.pipeline import square
 from models.synthetic import make_motion, render_clip, sample_character, still, with_background
 
@@ -40,6 +43,17 @@ def test_static_reference_repeats_the_square_reference():
         np.testing.assert_array_equal(frame, square(image, 32))
     with pytest.raises(InvalidInput, match="reference"):
         static_reference(image.astype(np.float32), 5, 32)
+
+
+def test_thumbnail_keeps_the_photos_look_and_loses_its_detail():
+    photo = astronaut()
+    clip = thumbnail(photo, 3, 128)
+    assert clip.shape == (3, 128, 128, 3) and clip.dtype == np.uint8
+    assert (clip == clip[0]).all()  # a still
+    np.testing.assert_array_equal(thumbnail(photo, 1, 32)[0], square(photo, 32))
+    reference = np.repeat(square(photo, 128)[None], 2, axis=0)
+    scores = [ssim(thumbnail(photo, 2, 128, side), reference) for side in (16, 32, 64)]
+    assert 0.2 < scores[0] < scores[1] < scores[2] < 0.9  # more pixels, more of the photo
 
 
 @pytest.mark.parametrize("action", ["jump", "walk"])
