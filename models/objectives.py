@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -215,13 +214,6 @@ class FlowMatchingObjective(LatentObjective):
         if self.region_alpha > 0:
             weights = region_weights(motion, x0.shape, alpha=self.region_alpha,
                                      temporal_stride=self.vae.temporal_factor).to(self.device)
-        config = _unwrap(model).config
-        if config.reference_skip and os.environ.get("MC_X0_LOSS", "1") == "1":
-            # An x-predicting model: its velocity error is its x0 error / t, so weigh by t²
-            # (the x0 loss); the 1/t² of the plain velocity loss makes rare small-t samples
-            # dominate the step (losses of 10 and more beside a mean of 1).
-            scale = t.clamp(min=config.min_time).square().view(-1, 1, 1, 1, 1)
-            weights = scale if weights is None else weights * scale
         out = {"flow_matching": flow_matching_loss(v, x0, noise, weights)}
         total = out["flow_matching"]
         if step is not None and self.id_weight > 0 and self.id_every \
