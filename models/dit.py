@@ -84,14 +84,15 @@ class DiTConfig:
     # A student's guidance when cond.guidance is None: its teacher's (the profile sets it);
     # (1, 1) is no guidance.
     default_guidance: tuple[float, float] = (1.0, 1.0)
-    # x-prediction from the still reference: the network predicts how the clean latents
-    # differ from the reference held still (cond.still_latents) and forward returns the
-    # velocity that implies. The zero-initialised model is then the static baseline (its
-    # samples are the reference, exactly), so training spends its steps on the motion,
-    # and a real photo it never saw stays a photo. JiT (Li & He 2025): x-prediction,
-    # velocity loss, t clamped at `min_time` in the division.
+    # Preconditioned around the still reference (EDM's c_skip / c_out, Karras et al. 2022,
+    # with the reference held still, cond.still_latents, as the prior mean of the clean clip
+    # and `still_sigma` as its spread): the clean-clip estimate is the best linear guess from
+    # x_t and the still, plus the network's output scaled to what that guess leaves unknown.
+    # A zero-initialised model then starts as the static baseline, and the network's errors
+    # shrink with t (at small t the estimate follows x_t), as with a velocity head.
     reference_skip: bool = False
-    min_time: float = 0.05
+    still_sigma: float = 0.5
+    min_time: float = 0.05  # t is clamped here where the estimate is turned into a velocity
 
     def __post_init__(self):
         if self.dim % self.heads or (self.dim // self.heads) % 2 or self.dim // self.heads < 6:
@@ -428,8 +429,14 @@ class MotionDiT(nn.Module):
         if not c.reference_skip:
             return out
 
-        # 8. The output is the clean clip's change from the still reference (nothing to start
-        #    from when the reference is dropped): x0 = still + out, as a velocity.
-        still = torch.where(drop["reference"][:, None, None, None, None], 0.0,
-                            cond.still_latents)
-        return (x - (still + out)) / t.to(dtype).clamp(min=c.min_time).view(-1, 1, 1, 1, 1)
+        # 8. The clean-clip estimate around the still reference, as a velocity. Without a
+        #    reference (dropped for guidance) the prior is the latents' own: 0 and spread 1.
+        dropped = drop["reference"][:, None, None, None, None]
+        still = torch.where(dropped, 0.0, cond.still_latents)
+        sigma = torch.where(dropped, 1.0, c.still_sigma).to(dtype)
+        tt = t.to(dtype).view(-1, 1, 1, 1, 1)
+        spread = ((1 - tt) * sigma).square() + tt.square()
+        c_skip = (1 - tt) * sigma.square() / spread
+        c_out = sigma * tt / spread.sqrt()
+        x0 = still + c_skip * (x - (1 - tt) * still) + c_out * out
+        return (x - x0) / tt.clamp(min=c.min_time)

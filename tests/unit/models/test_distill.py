@@ -50,8 +50,9 @@ def test_guidance_stage_targets_the_guided_velocity(pair):
     guided = GuidanceDistillation(teacher, text_range=(4, 4), reference_range=(2, 2))
     before = guided(student, x0, cond, generator=g())["total"]
     assert before > 1e-4
-    trainable = student.guidance_embedder.parameters()
-    opt = torch.optim.Adam(trainable, lr=1e-2)
+    # the whole student, as the guidance stage trains it: with the reference skip part of the
+    # guided velocity depends on x_t, which the guidance embedding alone cannot add
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
     for _ in range(40):
         opt.zero_grad()
         guided(student, x0, cond, generator=g())["total"].backward()

@@ -16,6 +16,7 @@ from models.conditions import DROP_KEYS
 from models.convert_wan import convert_wan, load_wan, wan_config
 from models.dit import MotionDiT
 from models.errors import InvalidInput
+from models.sampling import FlowMatchSampler
 from tests.tiny_models import perturb_zero_init, random_conditions
 
 CFG = profile_config("debug").dit
@@ -68,13 +69,20 @@ def test_fresh_model_keeps_shape_and_starts_at_zero(spatial_factor, side):
         out = model(x, t, cond)
     assert out.shape == x.shape
     assert out.abs().max() == 0  # adaLN-Zero + zero-initialised output head
-    # with the reference skip, the fresh model's x0 is the still reference: v = (x - still)/t
-    skip = MotionDiT(dataclasses.replace(cfg, reference_skip=True))
+    # Preconditioned around the still reference, the fresh model is the exact velocity of
+    # clips spread `still_sigma` around the still (spread 1 around 0 without a reference):
+    # at t = 1 it points from the noise to the still, and its samples are the still plus
+    # still_sigma of noise.
+    skip = MotionDiT(dataclasses.replace(cfg, reference_skip=True)).eval()
+    ones, no_ref = torch.ones(B), {"reference": torch.tensor([True] + [False] * (B - 1))}
     with torch.no_grad():
-        out = skip(x, t, cond)
-        dropped = skip(x, t, cond, {"reference": torch.tensor([True] + [False] * (B - 1))})
-    torch.testing.assert_close(out, (x - cond.still_latents) / t.view(-1, 1, 1, 1, 1))
-    torch.testing.assert_close(dropped[0], x[0] / t[0])  # no reference: nothing to start from
+        at_noise = skip(x, ones, cond, no_ref)
+        samples = FlowMatchSampler().sample(skip, cond, x.shape, steps=50,
+                                            generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(at_noise[1:], x[1:] - cond.still_latents[1:])
+    torch.testing.assert_close(at_noise[0], x[0])  # no reference: the prior mean is 0
+    spread = (samples - cond.still_latents).square().mean().sqrt() / cfg.still_sigma
+    assert 0.85 < spread < 1.15, spread
 
 
 def test_output_depends_on_latents_and_time(model, inputs):
