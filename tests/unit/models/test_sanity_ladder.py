@@ -193,10 +193,11 @@ SHIFT = 0.12  # of the frame's width: ~8 px at 64 px
 
 
 def token_region(before, after) -> torch.Tensor:
-    """Where two pose maps (B=1, 3, T, H, W) differ, as the latent cells (T', h, w) of the
-    DiT tokens that cover it: the finest grid on which the DiT can answer a pose change (a
-    token is 16 px here). Differences of a few levels are left out: moving one point changes
-    the body's spread, which shades every bone by a level or two (models/motion/render.py)."""
+    """Where two sets of pose maps (1, channels, T, H, W) differ, as the latent cells
+    (T', h, w) of the DiT tokens that cover it: the finest grid on which the DiT can answer
+    a pose change (a token is 16 px here). Differences of a few levels are left out: moving
+    one point changes the body's spread, which shades every bone by a level or two
+    (models/motion/render.py)."""
     changed = ((after - before).abs().amax(1) > 8 / 255).float()  # (1, T, H, W)
     tf, patch = RUN.vae.temporal_factor, RUN.dit.patch_size[1]
     token = RUN.vae.spatial_factor * patch
