@@ -137,7 +137,7 @@ def test_the_dit_overfits_one_moving_clip(text, skip, steps):
     static = frames(vae, data.cond.still_latents)[0]  # the reference held still
     assert ssim(static, target) < 0.6  # measured 0.31: the clip really moves
     before = ssim(frames(vae, sample(trained(data, skip=skip, steps=0), data))[0], target)
-    assert before < 0.6  # measured 0.14 (noise) off, 0.31 (the static reference) on
+    assert before < 0.6  # measured 0.20 (noise) off, 0.31 (the static reference) on
     after = ssim(frames(vae, sample(trained(data, skip=skip, steps=steps), data))[0], target)
     # over 5 seeds (VAE, model, training, noise): 0.948-0.983 off, 0.992-0.998 on
     assert after >= 0.9, f"SSIM {after:.3f} after {steps} steps"
