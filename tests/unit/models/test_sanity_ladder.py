@@ -7,7 +7,8 @@ nothing, or a conditioning path wired to nothing, fails.
         else equal) gives that one: the reference path, not a memorised image
     (c) moving one limb in the pose maps moves the output there, and little elsewhere
 
-Every rung runs with `reference_skip` off and on. The VAE is the debug profile's, untrained,
+Rungs (a) and (c) run with `reference_skip` off (every profile) and on; (b) with it off
+(what the skip does there is a finding, at the test). The VAE is the debug profile's, untrained,
 with its latent statistics fitted as stage 0's finalize does: its decoder is a fixed random
 function of the latents, so the targets are the true clips through that same VAE (the DiT's
 job is the latents). It is very sensitive (a latent error of 0.1 std costs ~0.1 SSIM) and not
@@ -130,30 +131,34 @@ def clip(character, action: str, length: int = FRAMES):
 
 # --------------------------------------------------------------------------- (a) one clip
 
-@pytest.mark.parametrize("skip,steps", [(False, 300), (True, 150)])
+@pytest.mark.parametrize("skip,steps", [(False, 300), (True, 500)])
 def test_the_dit_overfits_one_moving_clip(text, skip, steps):
     data, vae = latents([clip(sample_character(1), "walk")], text)
     target = frames(vae, data.x0)[0]
     static = frames(vae, data.cond.still_latents)[0]  # the reference held still
     assert ssim(static, target) < 0.6  # measured 0.31: the clip really moves
     before = ssim(frames(vae, sample(trained(data, skip=skip, steps=0), data))[0], target)
-    assert before < 0.6  # measured 0.20 (noise) off, 0.31 (the static reference) on
+    assert before < 0.6  # measured 0.20 off (noise); on: the still under the prior's noise
     after = ssim(frames(vae, sample(trained(data, skip=skip, steps=steps), data))[0], target)
-    # over 5 seeds (VAE, model, training, noise): 0.948-0.983 off, 0.992-0.998 on
+    # off, over 5 seeds (VAE, model, training, noise): 0.948-0.983 after 300 steps; on, the
+    # preconditioned skip must also learn to remove its prior's noise: 0.845 after 300 steps
     assert after >= 0.9, f"SSIM {after:.3f} after {steps} steps"
 
 
 # --------------------------------------------------------------------------- (b) reference
 
-@pytest.mark.parametrize("skip,steps", [(False, 600), (True, 200)])
+# Not with reference_skip: preconditioned around the still (spread 0.5), the model's first
+# frame of a still clip stays the reference under the prior's noise (SSIM 0.46 to it before
+# and after 600 steps); a finding of the ladder, the reason no profile turns the skip on.
+@pytest.mark.parametrize("skip,steps", [(False, 600)])
 def test_a_still_pose_gives_the_reference_as_first_frame(text, skip, steps):
     """Two characters on one skeleton, captioned alike: their still clips differ in the
     reference alone, so only the reference can say which first frame to draw. (With their
     own captions, which name hair and clothes, the model without the skip takes the
     character from the caption as much as from the reference: after 600 steps a swapped
     reference moves the first frame only partway, SSIM 0.45-0.87 to the new reference.)
-    With the skip the rung holds at init by construction; what it checks then is that a
-    training that taught the walk kept it, and that the reference, not a copy, is used."""
+    The rung checks that training drew the reference, kept it while it taught the walk, and
+    that the reference, not a copy, is used."""
     a = sample_character(2)
     b = dataclasses.replace(sample_character(3), body=a.body, preset=a.preset)
     clips = [clip(a, "static"), clip(b, "static"), clip(a, "walk"), clip(b, "walk")]
@@ -166,19 +171,17 @@ def test_a_still_pose_gives_the_reference_as_first_frame(text, skip, steps):
     def first(model, data, drop=None):
         return frames(vae, sample(model, data, 0, drop))[0, :1]
 
-    untrained = trained(data, skip=skip, steps=0)
-    if skip:  # by construction: the zero-initialised model samples the still reference
-        assert ssim(first(untrained, data), ref_a) > 0.99
-    else:
-        assert ssim(first(untrained, data), ref_a) < 0.5  # measured 0.27
+    before = ssim(first(trained(data, skip=skip, steps=0), data), ref_a)
+    assert before < 0.5  # measured 0.27: noise
     model = trained(data, skip=skip, steps=steps)
     matched = ssim(first(model, data), ref_a)
-    assert matched >= 0.7  # measured 0.85 off, 0.998 on; SSIM(ref A, ref B) is 0.27
+    assert matched >= 0.7  # measured 0.84-0.98; SSIM(ref A, ref B) is 0.27
     control = first(model, swapped)
     assert ssim(control, ref_b) >= 0.7
     assert ssim(control, ref_a) < 0.5
     # broken variant: with the reference dropped the first frame is no longer A's
     assert ssim(first(model, data, {"reference": True}), ref_a) < matched - 0.2
+    assert matched > before + 0.2
     # and the model did learn motion: A's walk is nearer its target than the reference is
     walk, static = frames(vae, data.x0[2:3])[0], frames(vae, data.cond.still_latents[2:3])[0]
     assert ssim(frames(vae, sample(model, data, 2))[0], walk) > ssim(static, walk) + 0.15
