@@ -51,7 +51,9 @@ SMALL = {
     "MC_CURATE__CHARACTERS": "3", "MC_CURATE__CHARACTERS_PER_MOTION": "2",
     "MC_CURATE__MOTION_SEEDS": "1", "MC_CURATE__INTENSITIES": "[0.9]",
     "MC_CURATE__MOCAP_WINDOWS": "1", "MC_CURATE__HELDOUT_ACTIONS": "2",
-    "MC_CURATE__HELDOUT_CHARACTERS": "2", "MC_CURATE__VIDEO_WINDOWS": "1",
+    # 3 held-out characters: the brightness filter drops syn-100001, and the benchmark set
+    # needs a held-out motion that kept two characters (a cross-identity pair)
+    "MC_CURATE__HELDOUT_CHARACTERS": "3", "MC_CURATE__VIDEO_WINDOWS": "1",
 }
 
 
