@@ -36,14 +36,15 @@ def strip(batch: dict, generated: np.ndarray, size: int, index: int = 0) -> np.n
     return np.concatenate(rows, axis=0)
 
 
-def curve_metrics(generated: np.ndarray, batch: dict, size: int) -> dict[str, float]:
+def curve_metrics(generated: np.ndarray, truth: np.ndarray, batch: dict,
+                  size: int) -> dict[str, float]:
     """SSIM and pose PCK (MediaPipe) of a generated batch (B, T, H, W, 3) against its ground
-    truth, and the same for the static reference (the still photo repeated)."""
+    truth (the batch's frames at `size`), and the same for the static reference (the still
+    photo repeated)."""
     from models.baselines import static_reference
     from models.metrics import pose_pck
     from models.motion import HolisticExtractor
 
-    truth = resize_frames(batch["frames"], size)
     still = [static_reference(np.asarray(r), truth.shape[1], size) for r in batch["reference"]]
     out = {}
     with HolisticExtractor() as extractor:
@@ -68,7 +69,7 @@ def log_samples(model, objective, batch: dict, size: int, fps: float, step: int,
     generated = objective.sample(model, batch)
     truth = resize_frames(batch["frames"], size)
     score = ssim(generated[0], truth[0])
-    mlflow.log_metrics(curve_metrics(generated, batch, size) if curve
+    mlflow.log_metrics(curve_metrics(generated, truth, batch, size) if curve
                        else {"sample_ssim": score}, step=step)
     mlflow.log_image(strip(batch, generated, size), f"samples/strip_{step:06d}.png")
     with tempfile.TemporaryDirectory() as tmp:

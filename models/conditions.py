@@ -328,10 +328,12 @@ def prepare_batch(batch: dict, *, text: TextEncoder, size: int, max_text_len: in
 
 
 def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Tensor], Tensor],
-                             device) -> Conditions:
+                             device, still: bool = False) -> Conditions:
     """The Conditions of a `prepare_batch` result (or a collated batch of them), the
     reference (+ library) images encoded by the VAE: the half of `build_conditions` that
-    runs where the model does."""
+    runs where the model does. still: also encode the reference held still for the clip's
+    frames (`still_latents`, a whole clip through the VAE), which only a model with
+    `reference_skip` reads."""
     def tensor(name: str, dtype=torch.float32) -> Tensor:
         return torch.as_tensor(np.asarray(prepared[name])).to(device, dtype)
 
@@ -342,7 +344,8 @@ def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Ten
     frames = prepared["body_maps"].shape[2]
     with torch.no_grad():
         latents = encode_latents(torch.cat([ref_pixels, lib_pixels]).to(device)[:, :, None])
-        still = encode_latents(ref_pixels.to(device)[:, :, None].expand(-1, -1, frames, -1, -1))
+        still_latents = encode_latents(ref_pixels.to(device)[:, :, None].expand(
+            -1, -1, frames, -1, -1)).to(device) if still else None
     latents = torch.cat([latents[:b], latents[b:].unflatten(0, (b, k)).transpose(1, 2)
                          .flatten(2, 3)], 2) if k else latents[:b]
     # Examples padded to one text length: keep the columns some caption uses.
@@ -362,19 +365,20 @@ def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Ten
         action_embedding=tensor("action_embedding"),
         motion_intensity=tensor("motion_intensity"),
         camera=tensor("camera"),
-        still_latents=still.to(device),
+        still_latents=still_latents,
     )
 
 
 def build_conditions(batch: dict, *, encode_latents: Callable[[Tensor], Tensor],
-                     text: TextEncoder, size: int, device,
-                     max_text_len: int = 32) -> Conditions:
+                     text: TextEncoder, size: int, device, max_text_len: int = 32,
+                     still: bool = False) -> Conditions:
     """Conditions of a collated dataset batch (`prepare_batch` says what it holds), in one
     call: serving and sampling use this. encode_latents: (N, 3, T, H, W) video in [-1, 1] ->
     latents (the VAE), run without gradients. text: a `models.text.TextEncoder`. size: the
     clip's side in pixels."""
     prepared = prepare_batch(batch, text=text, size=size, max_text_len=max_text_len)
-    return conditions_from_prepared(prepared, encode_latents=encode_latents, device=device)
+    return conditions_from_prepared(prepared, encode_latents=encode_latents, device=device,
+                                    still=still)
 
 
 class PrepareConditions:
@@ -395,7 +399,9 @@ class PrepareConditions:
         reference = np.ascontiguousarray(example["reference"])
         key = (example.get("key"), example.get("driver_key"), example.get("static"),
                hashlib.blake2b(reference.tobytes(), digest_size=16).digest())
-        prepared = self._cache.get(key) if key[0] is not None else None
+        if key[0] is None:  # an example without a key cannot be recognised next epoch
+            return {**example, PREPARED: self._prepare(example)}
+        prepared = self._cache.get(key)
         if prepared is None:
             prepared = self._prepare(example)
             self._cache[key] = prepared

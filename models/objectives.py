@@ -141,13 +141,14 @@ class LatentObjective:
         self.device = torch.device(device)
         self.latents = FrozenLatents(self.vae)
 
-    def prepare(self, batch: dict) -> LatentBatch:
-        """Clean latents, conditions and condition-dropout masks of a dataset batch."""
+    def prepare(self, batch: dict, still: bool = False) -> LatentBatch:
+        """Clean latents, conditions and condition-dropout masks of a dataset batch; still:
+        with the reference held still through the VAE (`reads_still` of the model)."""
         prepared = batch.get(PREPARED) or prepare_batch(batch, text=self.text, size=self.size,
                                                        motion=self.wants_motion)
         x0 = self.latents(to_pixels(prepared["frames"], self.size).to(self.device))
         cond = conditions_from_prepared(prepared, encode_latents=self.latents,
-                                        device=self.device)
+                                        device=self.device, still=still)
         motion = prepared.get("motion")
         return LatentBatch(x0, cond, drop_masks(batch, self.device),
                            None if motion is None else torch.as_tensor(motion))
@@ -174,7 +175,7 @@ class LatentObjective:
         return float(np.mean(losses)) if losses else float("nan")
 
     def sample(self, model: nn.Module, batch: dict, *, seed: int = 0) -> np.ndarray:
-        x0, cond, _, _ = self.prepare(batch)
+        x0, cond, _, _ = self.prepare(batch, still=reads_still(model))
         with _evaluating(model):
             latents = FlowMatchSampler(shift=self.shift).sample(
                 model, cond, x0.shape, steps=self.steps, guidance=self.guidance,
@@ -202,7 +203,7 @@ class FlowMatchingObjective(LatentObjective):
         return self.region_alpha > 0
 
     def loss_at(self, model, batch, *, t, noise, generator, step):
-        x0, cond, drop, motion = self.prepare(batch)
+        x0, cond, drop, motion = self.prepare(batch, still=reads_still(model))
         b = x0.shape[0]
         t = (t if t is not None else sample_timesteps(b, generator, self.shift)).to(self.device)
         if noise is None:
@@ -252,8 +253,14 @@ class DistillationObjective(LatentObjective):
         self.distill = distill
 
     def loss_at(self, model, batch, *, t, noise, generator, step):
-        x0, cond, _, _ = self.prepare(batch)
+        x0, cond, _, _ = self.prepare(batch, still=reads_still(model))
         return self.distill(model, x0, cond, generator=generator, fixed_t=t, noise=noise)
+
+
+def reads_still(model: nn.Module) -> bool:
+    """Whether the model (a MotionDiT, possibly wrapped) reads cond.still_latents."""
+    config = getattr(_unwrap(model), "config", None)
+    return bool(getattr(config, "reference_skip", False))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

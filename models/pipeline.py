@@ -202,7 +202,8 @@ class MotionControlPipeline:
         }
         with torch.no_grad():
             return build_conditions(batch, encode_latents=self.vae.encode_latents,
-                                    text=self.text, size=self.size, device=self.device)
+                                    text=self.text, size=self.size, device=self.device,
+                                    still=self.dit.config.reference_skip)
 
     @property
     def device(self) -> torch.device:
