@@ -253,8 +253,3 @@ def kubernetes_launcher(settings: Settings, plan_json: str, plan_path: str, log_
         run_training_job(settings, plan_json, on_event=on_event,
                          log=lambda line: log.write(line + "\n"))
 
-
-def register() -> None:
-    from flows.launch import register_launcher
-
-    register_launcher("kubernetes", kubernetes_launcher)

@@ -29,6 +29,7 @@ from flows.profiles import run_config
 from flows.settings import Settings, get_settings
 from flows.store import ObjectStore, open_store
 from flows.tracking import ensure_experiment
+from flows.ui import log_progress, report_run, say
 from models.assets import bvh_files, sample_data
 from models.curation import CurationThresholds, caption, intensity_label
 from models.curation.filters import curate_clip
@@ -230,14 +231,14 @@ def check_inputs(settings: Settings) -> None:
 
 
 def run_curation(settings: Settings, force: bool = False) -> CurationResult:
-    """Run the flow with `MC_CURATE__WORKERS` clips in parallel."""
-    check_inputs(settings)
-    runner = ThreadPoolTaskRunner(max_workers=settings.curate.workers)
-    return curate_flow.with_options(task_runner=runner)(force=force)
+    check_inputs(settings)  # a bad input fails in one line, before Prefect starts
+    return curate_flow(force=force)
 
 
 @flow(name="curate")
 def curate_flow(force: bool = False) -> CurationResult:
+    """Curate the dataset named by MC_CURATE__DATASET from the configured sources; reuse it
+    when the inputs are unchanged (`force` rebuilds)."""
     settings = get_settings()
     store = open_store(settings)
     spec = clip_spec(settings)
@@ -249,7 +250,7 @@ def curate_flow(force: bool = False) -> CurationResult:
     if not force and store.exists(index_key):
         previous = json.loads(store.get_bytes(index_key))
         if store.exists(f"{previous['prefix']}/manifest.json"):
-            print(f"same inputs as dataset {name}@{previous['digest']}: reusing it "
+            say(f"same inputs as dataset {name}@{previous['digest']}: reusing it "
                   "(pass --force to rebuild)")
             return CurationResult(**{**previous, "reused": True})
 
@@ -262,7 +263,7 @@ def curate_flow(force: bool = False) -> CurationResult:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     store.put_bytes(index_key, json.dumps(dataclasses.asdict(result)).encode())
-    print(f"dataset {name}@{result.digest}: kept {result.clips_kept} of {result.clips_total} "
+    say(f"dataset {name}@{result.digest}: kept {result.clips_kept} of {result.clips_total} "
           f"clips in {time.perf_counter() - started:.0f} s -> {store.uri(result.prefix)}")
     return result
 
@@ -274,14 +275,18 @@ def _tmp_dir(settings: Settings) -> Path:
 
 
 def _run_jobs(jobs: list[Job], spec: ClipSpec, settings: Settings, staging: Path) -> list[dict]:
+    """Every job on `MC_CURATE__WORKERS` threads (Prefect tasks with retries)."""
     rows: list[dict] = []
-    futures = curate_job.map(jobs, unmapped(spec), unmapped(settings.curation),
-                             unmapped(str(staging)))
-    with Progress(transient=True) as progress:
+    parameters = {"job": jobs, "spec": unmapped(spec), "thresholds": unmapped(settings.curation),
+                  "staging": unmapped(str(staging))}
+    with (ThreadPoolTaskRunner(max_workers=settings.curate.workers) as runner,
+          Progress(transient=True) as progress):
+        futures = runner.map(curate_job, parameters)
         bar = progress.add_task(f"curating {len(jobs)} jobs", total=len(futures))
-        for future in as_completed(futures):
+        for done, future in enumerate(as_completed(futures), 1):
             rows += future.result()
             progress.advance(bar)
+            log_progress(done, len(futures), f"curated {done}/{len(futures)} jobs")
     return sorted(rows, key=lambda r: r["key"])
 
 
@@ -325,6 +330,10 @@ def _publish(store: ObjectStore, settings: Settings, name: str, key: str, rows: 
     manifest_bytes = json.dumps(manifest, indent=1, default=json_default).encode()
     store.put_bytes(f"{prefix}/manifest.json", manifest_bytes)
     run_id = log_curation_run(settings, manifest, manifest_bytes, staging, curate_s)
+    report_run(settings, "curation", run_id, [
+        {"count": k.replace("_", " "), "clips": v} for k, v in manifest["counts"].items()],
+        f"dataset {name}@{digest}: clips kept (by source and split) and dropped (by the "
+        "filter that dropped them)")
     return CurationResult(name, digest, prefix, len(rows), len(kept), False, run_id)
 
 

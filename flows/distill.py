@@ -23,6 +23,7 @@ from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
 from flows.train import TrainResult, execute_plan, stage_version
 from flows.train_plan import TrainPlan
+from flows.ui import say
 
 
 @dataclass
@@ -72,14 +73,16 @@ def plan_distillation(settings: Settings, teacher_version: int | None = None) ->
 
 def run_distillation(settings: Settings, teacher_version: int | None = None,
                      force: bool = False) -> DistillResult:
-    plan = plan_distillation(settings, teacher_version)  # fails in one line, before Prefect
-    return distill_flow(plan_json=plan.to_json(), force=force)
+    plan_distillation(settings, teacher_version)  # no teacher fails in one line, before Prefect
+    return distill_flow(teacher_version=teacher_version, force=force)
 
 
 @flow(name="distill")
-def distill_flow(plan_json: str, force: bool = False) -> DistillResult:
+def distill_flow(teacher_version: int | None = None, force: bool = False) -> DistillResult:
+    """Distil a teacher (default: the newest stage-3 one) into a few-step student without
+    CFG: the guidance stage, then the steps stage; `force` trains both again."""
     settings = get_settings()
-    guidance_plan = TrainPlan.from_json(plan_json)
+    guidance_plan = plan_distillation(settings, teacher_version)
     teacher = int(guidance_plan.extra["teacher_version"])
     student_steps = guidance_plan.run.sampling.student_steps
     tags = {"teacher_version": str(teacher), "teacher_stage": str(guidance_plan.stage),
@@ -103,6 +106,6 @@ def distill_flow(plan_json: str, force: bool = False) -> DistillResult:
         version_tags={**tags, "distill_stage": "steps",
                       "guidance_version": str(guidance.version),
                       "nfe": str(student_steps)}, force=force)
-    print(f"student: {STUDENT_MODEL} version {student.version} ({student_steps} steps, no "
+    say(f"student: {STUDENT_MODEL} version {student.version} ({student_steps} steps, no "
           f"CFG) from {TEACHER_MODEL} version {teacher}")
     return DistillResult(teacher, guidance, student)

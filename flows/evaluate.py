@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow
 
+from flows import ui
 from flows.datasets import load_manifest, shard_dataset
 from flows.errors import MotionControlError
 from flows.registry import load_bundle, newest_version
@@ -281,13 +282,19 @@ def resolve_models(settings: Settings, teacher_version: int | None,
 
 def run_evaluation(settings: Settings, teacher_version: int | None = None,
                    student_version: int | None = None, force: bool = False) -> dict:
-    models = resolve_models(settings, teacher_version, student_version)
-    return evaluate_flow(models=[list(m) for m in models], force=force)
+    resolve_models(settings, teacher_version, student_version)  # one line, before Prefect
+    return evaluate_flow(teacher_version=teacher_version, student_version=student_version,
+                         force=force)
 
 
 @flow(name="evaluate")
-def evaluate_flow(models: list[list], force: bool = False) -> dict:
+def evaluate_flow(teacher_version: int | None = None, student_version: int | None = None,
+                  force: bool = False) -> dict:
+    """Score a teacher (default: the newest stage-3 one) and a student (default: the newest
+    few-step one) with the baselines on the held-out benchmark set; `force` scores versions
+    already evaluated on this set again."""
     settings = get_settings()
+    models = resolve_models(settings, teacher_version, student_version)
     from models.gsb import load_ratings
     from models.motion import HolisticExtractor
     from models.text import TextEncoder
@@ -313,13 +320,13 @@ def evaluate_flow(models: list[list], force: bool = False) -> dict:
         for label, bundle in labels.items():
             generate = model_generator(bundle, settings, text)
             if label not in fresh:
-                print(f"{label}: already evaluated on this benchmark set (reused)")
+                ui.say(f"{label}: already evaluated on this benchmark set (reused)")
                 results[label] = {"reused": True, "metrics": tagged_metrics(bundle.tags)}
                 if gsb:  # its clips again, for the GSB page only: its metrics stay as logged
                     out = evaluate_outputs(items, generate, size, extractor, lpips)
                     results[label] |= {"rows": out["rows"], "samples": out["samples"]}
                 continue
-            print(f"evaluating {label} on {len(items)} clips")
+            ui.say(f"evaluating {label} on {len(items)} clips")
             results[label] = evaluate_outputs(items, generate, size, extractor, lpips)
         others = {**baseline_generators(size, frames, targets, extractor),
                   **ceiling_generators(size, frames, targets, bundles[0].vae)}
@@ -328,6 +335,12 @@ def evaluate_flow(models: list[list], force: bool = False) -> dict:
 
     table = comparison_table(results)
     print_comparison(table)
+    ui.table("evaluation-comparison", [
+        {"metric": f"{k} {'↑' if HIGHER_IS_BETTER[k] else '↓'}",
+         **{label: _fmt(row.get(k)) for label, row in table.items()}}
+        for k in HIGHER_IS_BETTER if any(k in row for row in table.values())],
+        f"held-out benchmark set ({len(items)} clips): metrics of the models, the baselines "
+        "and the ceilings (ground truth, and it through the VAE)")
     run_ids = {}
     for bundle in bundles:
         label = f"{bundle.name}@v{bundle.version}"
@@ -342,6 +355,8 @@ def evaluate_flow(models: list[list], force: bool = False) -> dict:
                                                  tag.format(metric=metric), f"{value:.6g}")
         client.set_model_version_tag(bundle.name, str(bundle.version), "eval.set_key", key)
         client.set_model_version_tag(bundle.name, str(bundle.version), "eval.run_id", run_id)
+        ui.link_run(settings, ui.artifact_key("evaluation", label), run_id,
+                    f"the evaluation run of {label}")
     if gsb:  # the student is A; the page goes to the run of a newly evaluated model
         a, b = sorted(labels, key=lambda label: not label.startswith(STUDENT_MODEL))
         log_gsb(client, run_ids.get(a) or run_ids[b], items, results, a, b, ratings)
@@ -395,7 +410,7 @@ def log_gsb(client, run_id: str, items: list[BenchItem], results: dict[str, dict
         for dim, s in scores.get(name, {}).items():
             if s["score"] is not None and math.isfinite(s["score"]):
                 client.log_metric(run_id, f"{prefix}.{dim}", s["score"])
-    print(f"GSB rating page of {a} (A) vs {b} (B): artifact gsb/index.html of run {run_id}"
+    ui.say(f"GSB rating page of {a} (A) vs {b} (B): artifact gsb/index.html of run {run_id}"
           + ("; raters' scores: metrics gsb.<dimension>" if "raters" in scores else ""))
 
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 from flows.errors import MotionControlError
@@ -62,10 +63,12 @@ def run_worker(module: str, args: list[str], *, nproc: int = 1, env: dict | None
 
 # --- launchers ------------------------------------------------------------------------------
 # How a training plan reaches its workers: "local" (torchrun on this machine) is built in;
-# "kubernetes" (a multi-node PyTorchJob, the `base` profile) is registered by deploy/ when
-# the command line starts, since flows/ never imports deploy/.
+# "kubernetes" (a multi-node PyTorchJob, the `base` profile) lives in deploy/, which flows/
+# never imports: it is found through the entry-point group below (pyproject.toml), so a flow
+# started by the CLI, a Prefect worker or a pod finds it alike.
 Launcher = Callable[..., None]  # (settings, plan_json, plan_path, log_path, on_event)
 LAUNCHERS: dict[str, Launcher] = {}
+LAUNCHER_ENTRY_POINTS = "motioncontrol.launchers"
 
 
 def register_launcher(name: str, launcher: Launcher) -> None:
@@ -97,8 +100,11 @@ register_launcher("local", local_launcher)
 def launcher_for(settings) -> Launcher:
     name = settings.train.launcher or ("kubernetes" if settings.profile == "base" else "local")
     if name not in LAUNCHERS:
+        for entry in metadata.entry_points(group=LAUNCHER_ENTRY_POINTS, name=name):
+            register_launcher(name, entry.load())
+    if name not in LAUNCHERS:
         raise MotionControlError(
             f"training launcher {name!r} is not available here (known: {sorted(LAUNCHERS)}); "
-            "the kubernetes launcher comes with the motionctl command line (deploy/), or set "
-            "MC_TRAIN__LAUNCHER=local")
+            "the kubernetes launcher is deploy/'s (reinstall the project, `make setup`, if it "
+            "is missing), or set MC_TRAIN__LAUNCHER=local")
     return LAUNCHERS[name]

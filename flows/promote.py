@@ -16,14 +16,18 @@ failed gate and by how much.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from prefect import flow
 
+from flows import ui
 from flows.errors import MotionControlError
 from flows.evaluate import HIGHER_IS_BETTER, STATIC_TAG, tagged_metrics
 from flows.registry import alias_version, newest_version, rollback_alias, set_alias
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
 from flows.tracking import connect
+
+Alias = Literal["candidate", "champion"]  # a choice in the Prefect UI's run form
 
 
 class PromotionRefused(MotionControlError):
@@ -108,13 +112,20 @@ def check_gates(settings: Settings, version: int) -> list[Gate]:
     return gates
 
 
-def run_promotion(settings: Settings, version: int | None = None, to: str = "candidate",
+def run_promotion(settings: Settings, version: int | None = None, to: Alias = "candidate",
                   rollback: bool = False) -> PromotionResult:
     if rollback:
         previous = alias_version(settings, STUDENT_MODEL, to)
         restored = rollback_alias(settings, STUDENT_MODEL, to)
-        print(f"{STUDENT_MODEL}@{to}: rolled back from version {previous} to {restored}")
+        ui.say(f"{STUDENT_MODEL}@{to}: rolled back from version {previous} to {restored}")
         return PromotionResult(restored, to, previous)
+    pick_version(settings, version, to)  # nothing to promote fails in one line, before Prefect
+    return promote_flow(version=version, to=to)
+
+
+def pick_version(settings: Settings, version: int | None, to: str) -> int:
+    """`version`, else the newest few-step student (to candidate) or the candidate (to
+    champion)."""
     if version is None:
         version = alias_version(settings, STUDENT_MODEL, "candidate") if to == "champion" \
             else newest_version(settings, STUDENT_MODEL, distill_stage="steps")
@@ -122,21 +133,27 @@ def run_promotion(settings: Settings, version: int | None = None, to: str = "can
             raise MotionControlError(f"no {STUDENT_MODEL} version to promote: "
                                      + ("promote one to candidate first (make promote)"
                                         if to == "champion" else "run make distill first"))
-    return promote_flow(version=version, to=to)
+    return version
 
 
 @flow(name="promote")
-def promote_flow(version: int, to: str = "candidate") -> PromotionResult:
+def promote_flow(version: int | None = None, to: Alias = "candidate") -> PromotionResult:
+    """Move alias `to` to a student version (default: the newest few-step student to
+    candidate, the candidate to champion) if it passes every gate."""
     settings = get_settings()
+    version = pick_version(settings, version, to)
     gates = check_gates(settings, version)
     for gate in gates:
-        print(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.name}: {gate.detail}")
+        ui.say(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.name}: {gate.detail}")
     failed = [g for g in gates if not g.passed]
+    decision = (f"{STUDENT_MODEL} version {version} not promoted to {to}: " + " | ".join(
+        f"{g.name}: {g.detail}" for g in failed)) if failed else \
+        f"{STUDENT_MODEL}@{to} -> version {version}"
+    ui.table("promotion-gates", [{"gate": g.name, "result": "pass" if g.passed else "FAIL",
+                                  "numbers": g.detail} for g in gates], decision)
     if failed:
-        raise PromotionRefused(f"{STUDENT_MODEL} version {version} not promoted to {to}: "
-                               + " | ".join(f"{g.name}: {g.detail}" for g in failed))
+        raise PromotionRefused(decision)
     previous = set_alias(settings, STUDENT_MODEL, to, version)
-    print(f"{STUDENT_MODEL}@{to} -> version {version}"
-          + (f" (was {previous}; `motionctl promote --rollback --to {to}` restores it)"
-             if previous is not None and previous != version else ""))
+    ui.say(decision + (f" (was {previous}; `motionctl promote --rollback --to {to}` restores it)"
+                    if previous is not None and previous != version else ""))
     return PromotionResult(version, to, previous, gates)

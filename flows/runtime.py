@@ -23,7 +23,9 @@ def configure(settings: Settings | None = None) -> Settings:
         "TRANSFORMERS_OFFLINE": "1",
         # Prefect keeps its database and profiles under MC_HOME, never in ~/.prefect.
         "PREFECT_HOME": str(settings.prefect_home),
-        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+        # INFO: flow runs' lines reach the Prefect UI (flows/ui.py), and the terminal shows
+        # Prefect's own run lines (start, the run's UI link, final state).
+        "PREFECT_LOGGING_LEVEL": "INFO",
         # The temporary server's default 20 s start budget is too short on a busy 2-core
         # machine ("Timed out while attempting to connect to ephemeral Prefect API server").
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",

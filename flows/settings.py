@@ -252,6 +252,9 @@ class Settings(BaseSettings):
         "up, else Prefect's temporary local server.",
     )
     prefect_port: int = Field(default=4200, ge=1, le=65535)
+    prefect_worker_port: int = Field(default=4201, ge=1, le=65535,
+                                     description="health port of the local stack's Prefect "
+                                     "worker (work pool `local`)")
     stack_host: str = "127.0.0.1"
     stack_timeout_s: float = Field(default=120.0, gt=0)
 

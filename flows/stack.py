@@ -1,8 +1,12 @@
-"""The local service stack: an MLflow server and a Prefect server on 127.0.0.1.
+"""The local service stack: an MLflow server, a Prefect server and a Prefect worker on
+127.0.0.1.
 
 `up` starts each service as its own process group, records its pid under
-`MC_HOME/stack/<name>.pid` and waits until its health endpoint answers. `down` stops exactly
-the processes it recorded (the pid *and* the process start time must match, so a recycled pid
+`MC_HOME/stack/<name>.pid` and waits until its health endpoint answers; a service starts once
+those it needs are healthy (the worker needs the Prefect server). Then it registers the
+flows' deployments on the worker's process work pool `local` (flows/deployments.py), so any
+flow can be started from the Prefect UI and runs on this machine. `down` stops exactly the
+processes it recorded (the pid *and* the process start time must match, so a recycled pid
 is never killed). Flows use these servers when they are up and the embedded defaults
 (SQLite MLflow, Prefect's temporary server) when they are not.
 """
@@ -36,6 +40,7 @@ class Service:
     health_path: str
     command: list[str]
     env: dict[str, str]
+    needs: tuple[str, ...] = ()  # services that must be healthy before this one starts
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,12 @@ def _bin(name: str) -> str:
 
 
 def services(settings: Settings) -> list[Service]:
+    from flows.deployments import LOCAL_POOL
+
     host = settings.stack_host
     quiet = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    prefect_env = {**quiet, "PREFECT_HOME": str(settings.prefect_home),
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     return [
         Service(
             name="mlflow",
@@ -77,11 +86,29 @@ def services(settings: Settings) -> list[Service]:
                 _bin("prefect"), "server", "start",
                 "--host", host, "--port", str(settings.prefect_port),
             ],
+            env=prefect_env,
+        ),
+        # Runs the flow runs of the deployments on work pool `local` as processes of this
+        # venv, with the environment (MC_* settings) `stack up` was given.
+        Service(
+            name="worker",
+            port=settings.prefect_worker_port,
+            health_path="/health",
+            command=[
+                _bin("prefect"), "worker", "start", "--pool", LOCAL_POOL, "--type", "process",
+                "--name", "motioncontrol-local", "--with-healthcheck",
+            ],
             env={
-                **quiet,
-                "PREFECT_HOME": str(settings.prefect_home),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                **prefect_env,
+                # its flow runs track into this stack, whoever's environment started it
+                "MC_HOME": str(settings.home), "MC_MLFLOW_PORT": str(settings.mlflow_port),
+                "MC_PREFECT_PORT": str(settings.prefect_port),
+                "PREFECT_API_URL": f"http://{host}:{settings.prefect_port}/api",
+                "PREFECT_WORKER_WEBSERVER_HOST": host,
+                "PREFECT_WORKER_WEBSERVER_PORT": str(settings.prefect_worker_port),
+                "PREFECT_LOGGING_LEVEL": "INFO",
             },
+            needs=("prefect",),
         ),
     ]
 
@@ -169,41 +196,75 @@ def status(settings: Settings) -> list[ServiceStatus]:
 
 
 def up(settings: Settings, echo: Callable[[str], None] = print) -> list[ServiceStatus]:
-    """Start every service that is not running yet and wait until all are healthy."""
+    """Start every service that is not running yet, each once those it needs are healthy;
+    wait until all are; register the flows' deployments on the local work pool."""
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
     settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
     settings.prefect_home.mkdir(parents=True, exist_ok=True)
 
+    deadline = time.monotonic() + settings.stack_timeout_s
     started: list[tuple[Service, psutil.Process]] = []
     for svc in services(settings):
         if _recorded_process(settings, svc.name):
             echo(f"{svc.name}: already running")
             continue
         if _port_in_use(settings.stack_host, svc.port):
+            down(settings, echo=lambda _: None)
             raise ServiceUnavailable(
                 f"{svc.name}: port {svc.port} on {settings.stack_host} is used by another "
-                f"process; stop it or set MC_{svc.name.upper()}_PORT to a free port"
+                f"process; stop it or set MC_{_port_setting(svc)} to a free port"
             )
-        log = open(_log_file(settings, svc.name), "ab")  # noqa: SIM115 - child owns it
-        popen = subprocess.Popen(
-            svc.command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **svc.env},
-            cwd=settings.home,
-            start_new_session=True,  # own process group: down() can stop all its children
-        )
-        log.close()
-        proc = psutil.Process(popen.pid)
-        _pid_file(settings, svc.name).write_text(
-            json.dumps({"pid": proc.pid, "create_time": proc.create_time(), "cmd": svc.command})
-        )
-        echo(f"{svc.name}: starting (pid {proc.pid}, log {_log_file(settings, svc.name)})")
-        started.append((svc, proc))
+        _wait_healthy(settings, [s for s in started if s[0].name in svc.needs], deadline)
+        started.append((svc, _start(settings, svc)))
+        echo(f"{svc.name}: starting (pid {started[-1][1].pid}, log "
+             f"{_log_file(settings, svc.name)})")
+    _wait_healthy(settings, started, deadline)
 
-    deadline = time.monotonic() + settings.stack_timeout_s
-    waiting = list(started)
+    from flows.deployments import LOCAL_POOL, register
+
+    names = register_on(settings, register)
+    echo(f"prefect: {len(names)} deployments on work pool '{LOCAL_POOL}' "
+         f"({', '.join(names)})")
+    return status(settings)
+
+
+def register_on(settings: Settings, fn: Callable):
+    """Run `fn` as a client of the stack's Prefect server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_api_url(settings)}):
+        return fn()
+
+
+def _port_setting(svc: Service) -> str:
+    return {"mlflow": "MLFLOW_PORT", "prefect": "PREFECT_PORT",
+            "worker": "PREFECT_WORKER_PORT"}[svc.name]
+
+
+def _start(settings: Settings, svc: Service) -> psutil.Process:
+    log = open(_log_file(settings, svc.name), "ab")  # noqa: SIM115 - child owns it
+    popen = subprocess.Popen(
+        svc.command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **svc.env},
+        cwd=settings.home,
+        start_new_session=True,  # own process group: down() can stop all its children
+    )
+    log.close()
+    proc = psutil.Process(popen.pid)
+    _pid_file(settings, svc.name).write_text(
+        json.dumps({"pid": proc.pid, "create_time": proc.create_time(), "cmd": svc.command})
+    )
+    return proc
+
+
+def _wait_healthy(settings: Settings, waiting: list[tuple[Service, psutil.Process]],
+                  deadline: float) -> None:
+    """Until every (service, process) of `waiting` answers its health check; stops the
+    stack with the reason if one exits or the deadline passes."""
+    waiting = list(waiting)
     while waiting:
         for svc, proc in list(waiting):
             if is_healthy(base_url(settings, svc) + svc.health_path):
@@ -221,14 +282,14 @@ def up(settings: Settings, echo: Callable[[str], None] = print) -> list[ServiceS
                 f"{names} not healthy after {settings.stack_timeout_s:.0f} s "
                 f"(MC_STACK_TIMEOUT_S); logs under {settings.stack_dir}"
             )
-        time.sleep(0.5)
-    return status(settings)
+        if waiting:
+            time.sleep(0.5)
 
 
 def down(settings: Settings, echo: Callable[[str], None] = print) -> list[str]:
     """Stop exactly the processes this stack recorded; returns the names stopped."""
     stopped = []
-    for svc in services(settings):
+    for svc in reversed(services(settings)):  # the worker before the server it reports to
         proc = _recorded_process(settings, svc.name)
         if proc is None:
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 from prefect import flow
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -27,7 +28,9 @@ from flows.settings import TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
 from flows.tracking import connect, ensure_experiment, start_run
 from flows.train_plan import TrainPlan
+from flows.ui import artifact_key, log, log_progress, report_run, say
 
+Stage = Literal[0, 1, 2, 3]  # a choice in the Prefect UI's run form
 STAGES = {
     0: "video VAE",
     1: "teacher: body",
@@ -101,14 +104,17 @@ def find_run(settings: Settings, key: str, experiment: str = "teacher"):
 
 
 def run_training(settings: Settings, stage: int, force: bool = False) -> TrainResult:
-    plan = plan_stage(settings, stage)  # fails in one line, before Prefect starts
-    return train_flow(stage=stage, force=force, plan_json=plan.to_json())
+    plan_stage(settings, stage)  # a missing parent or dataset fails in one line, before Prefect
+    return train_flow(stage=stage, force=force)
 
 
 @flow(name="train")
-def train_flow(stage: int, force: bool = False, plan_json: str | None = None) -> TrainResult:
+def train_flow(stage: Stage, force: bool = False) -> TrainResult:
+    """Train one stage of the teacher (0 the video VAE, 1 body, 2 + face, 3 + hands on
+    cross-identity pairs) on the newest curated dataset; `force` trains again even when a
+    run with the same inputs finished."""
     settings = get_settings()
-    plan = TrainPlan.from_json(plan_json) if plan_json else plan_stage(settings, stage)
+    plan = plan_stage(settings, stage)
     return execute_plan(settings, plan, experiment="teacher", run_name=f"stage{stage}",
                         model_name=TEACHER_MODEL, title=f"stage {stage} ({STAGES[stage]})",
                         version_tags={"stage": str(stage),
@@ -127,14 +133,14 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
     previous = None if force else find_run(settings, key, experiment)
     if previous is not None and previous.data.tags.get(DONE_TAG) == "true":
         tags = previous.data.tags
-        print(f"{title} already trained on these inputs: run {previous.info.run_id}, "
+        say(f"{title} already trained on these inputs: run {previous.info.run_id}, "
               f"{model_name} version {tags['mc.version']} (reused)")
         version = int(tags["mc.version"])
         return TrainResult(plan.stage, previous.info.run_id, version,
                            model_uri(model_name, version=version), True)
     if previous is not None:
         plan.run_id = previous.info.run_id
-        print(f"resuming {title}, run {plan.run_id}, from its last checkpoint")
+        say(f"resuming {title}, run {plan.run_id}, from its last checkpoint")
     else:
         with start_run(settings, experiment, run_name=run_name,
                        dataset_digest=plan.dataset_digest,
@@ -163,7 +169,12 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
     client = connect(settings).MlflowClient()
     for tag, value in ((DONE_TAG, "true"), ("mc.version", str(version))):
         client.set_tag(plan.run_id, tag, value)
-    print(f"{title}: registered {model_name} version {version}")
+    say(f"{title}: registered {model_name} version {version}")
+    metrics = connect(settings).MlflowClient().get_run(plan.run_id).data.metrics
+    report_run(settings, artifact_key("training", run_name), plan.run_id,
+               [{"figure": "registered", "value": f"{model_name} version {version}"},
+                *({"figure": k, "value": f"{v:.6g}"} for k, v in sorted(metrics.items()))],
+               f"{title}: the run's final figures")
     return TrainResult(plan.stage, plan.run_id, version, model_uri(model_name, version=version),
                        False)
 
@@ -185,8 +196,12 @@ def _run_with_progress(settings: Settings, plan: TrainPlan, plan_path: str, labe
                 progress.update(bar, completed=event["step"])
             if event.get("event") == "step":
                 progress.update(bar, loss=event["loss"], rate=event["samples_per_s"])
+                log_progress(event["step"], plan.steps,
+                             f"{label}: step {event['step']}/{plan.steps}, loss "
+                             f"{event['loss']:.4f}, {event['samples_per_s']:.2f} samples/s")
             elif event.get("event") in ("resumed", "checkpoint"):
                 progress.console.print(f"{event['event']} at step {event['step']}")
+                log(f"{label}: {event['event']} at step {event['step']}")
             elif event.get("event") == "done":
                 final.update(event)
 

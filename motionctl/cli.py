@@ -23,9 +23,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-stack_app = typer.Typer(help="The local MLflow + Prefect servers on 127.0.0.1.",
-                        no_args_is_help=True)
+stack_app = typer.Typer(help="The local MLflow + Prefect servers and Prefect worker on "
+                        "127.0.0.1.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+deployments_app = typer.Typer(help="The flows' Prefect deployments.", no_args_is_help=True)
+app.add_typer(deployments_app, name="deployments")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,9 +55,6 @@ def _configure() -> None:
 
     try:
         configure()
-        from deploy.training_job import register  # the train flow's kubernetes launcher
-
-        register()
     except MotionControlError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -99,7 +98,8 @@ def _status_table(rows) -> Table:
 @stack_app.command("up")
 @friendly_errors
 def stack_up() -> None:
-    """Start the MLflow server (UI :5000) and the Prefect server (UI :4200) and wait."""
+    """Start the MLflow server (UI :5000), the Prefect server (UI :4200) and a Prefect worker
+    for the flows' deployments (work pool `local`), and wait."""
     from flows import stack
 
     settings = _settings()
@@ -130,6 +130,24 @@ def stack_status() -> None:
     console.print(_status_table(rows))
     if not all(r.healthy for r in rows):
         raise typer.Exit(1)
+
+
+@deployments_app.command("register")
+@friendly_errors
+def deployments_register(
+    pool: str = typer.Option("local", help="the work pool the deployments run on"),
+    pool_type: str = typer.Option("process", "--type",
+                                  help="its type if it must be created (process, kubernetes)"),
+    image: str | None = typer.Option(None, help="the platform image their runs start in "
+                                     "(container work pools)"),
+) -> None:
+    """Register (create or update) one deployment per flow on POOL, at PREFECT_API_URL.
+    `make stack-up` does this for the local pool; the platform chart for its Kubernetes
+    pool."""
+    from flows.deployments import register
+
+    for name in register(pool, pool_type, image):
+        console.print(f"{name} on work pool {pool}", highlight=False)
 
 
 # --- data -------------------------------------------------------------------------------

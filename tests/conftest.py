@@ -11,6 +11,10 @@ from flows.settings import get_settings
 
 # Environment that would leak the developer's own services or credentials into tests.
 _LEAKY = [k for k in os.environ if k.startswith(("MC_", "AWS_", "PREFECT_", "MLFLOW_"))]
+# Flows run inside this process log Prefect's INFO lines to a stderr that pytest has closed
+# by the time the temporary server stops at exit ("I/O operation on closed file"); the
+# flows' own lines for the Prefect UI (flows/ui.py) do not depend on this level.
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 
 
 def free_port() -> int:

@@ -25,6 +25,7 @@ def stack_env(tmp_path_factory):
         "MC_HOME": str(tmp_path_factory.mktemp("stack-home")),
         "MC_MLFLOW_PORT": str(free_port()),
         "MC_PREFECT_PORT": str(free_port()),
+        "MC_PREFECT_WORKER_PORT": str(free_port()),
         "MC_STACK_TIMEOUT_S": "180",
     }
     mp = pytest.MonkeyPatch()

@@ -32,7 +32,9 @@ def test_second_up_reuses_the_running_services(stack_settings):
     before = {r.name: r.pid for r in stack.status(stack_settings)}
     lines = []
     stack.up(stack_settings, echo=lines.append)
-    assert lines == ["mlflow: already running", "prefect: already running"]
+    assert lines[:3] == ["mlflow: already running", "prefect: already running",
+                         "worker: already running"]
+    assert lines[3].startswith("prefect: 7 deployments on work pool 'local'")  # refreshed
     assert {r.name: r.pid for r in stack.status(stack_settings)} == before
 
 
@@ -64,7 +66,7 @@ def test_cli_status_shows_the_stack(stack_settings):
     proc = subprocess.run([MOTIONCTL, "stack", "status"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("healthy") == 2
+    assert proc.stdout.count("healthy") == 3
 
 
 def test_a_taken_port_is_one_clear_error(stack_settings, tmp_path, monkeypatch):
@@ -78,6 +80,7 @@ def test_up_then_down_leaves_no_process_of_ours(tmp_path, monkeypatch):
     monkeypatch.setenv("MC_HOME", str(tmp_path / "own-stack"))
     monkeypatch.setenv("MC_MLFLOW_PORT", str(free_port()))
     monkeypatch.setenv("MC_PREFECT_PORT", str(free_port()))
+    monkeypatch.setenv("MC_PREFECT_WORKER_PORT", str(free_port()))
     settings = load_settings()
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
@@ -85,11 +88,12 @@ def test_up_then_down_leaves_no_process_of_ours(tmp_path, monkeypatch):
         assert all(r.healthy for r in rows)
         time.sleep(3)  # let the servers spawn their workers, so those are checked too
         ours = []
-        for name in ("mlflow", "prefect"):
+        for name in ("mlflow", "prefect", "worker"):
             proc = stack._recorded_process(settings, name)
             ours += [proc, *proc.children(recursive=True)]
         assert len(ours) > 2
-        assert sorted(stack.down(settings, echo=lambda _: None)) == ["mlflow", "prefect"]
+        assert sorted(stack.down(settings, echo=lambda _: None)) == ["mlflow", "prefect",
+                                                                      "worker"]
         assert not [p for p in ours if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert bystander.poll() is None  # not ours: left alone
         assert not any(r.healthy for r in stack.status(settings))

@@ -145,11 +145,11 @@ def test_timeout(kube):
 
 
 def test_the_base_profile_trains_through_the_kubernetes_launcher(monkeypatch):
-    from deploy.training_job import kubernetes_launcher, register
+    from deploy.training_job import kubernetes_launcher
     from flows.launch import launcher_for
     from flows.settings import load_settings
 
-    register()
+    # found through the project's entry point (pyproject.toml), as a Prefect worker finds it
     monkeypatch.setenv("MC_PROFILE", "base")
     assert launcher_for(load_settings()) is kubernetes_launcher
     monkeypatch.setenv("MC_TRAIN__LAUNCHER", "local")

@@ -38,6 +38,6 @@ def test_settings_table_masks_secrets():
 
 def test_stack_status_when_down_says_so_and_fails():
     proc = run("stack", "status", COLUMNS="200", MC_MLFLOW_PORT=str(free_port()),
-               MC_PREFECT_PORT=str(free_port()))
+               MC_PREFECT_PORT=str(free_port()), MC_PREFECT_WORKER_PORT=str(free_port()))
     assert proc.returncode == 1
-    assert proc.stdout.count("not running") == 2
+    assert proc.stdout.count("not running") == 3
