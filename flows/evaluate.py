@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow
 
-from flows.datasets import load_manifest, shard_dataset
+from flows.datasets import dataset_ref, load_manifest, shard_dataset
 from flows.errors import MotionControlError
 from flows.registry import load_bundle, newest_version
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
@@ -452,8 +452,9 @@ def log_evaluation(settings: Settings, bundle, results: dict, table: dict,
 
     label = f"{bundle.name}@v{bundle.version}"
     mine = results[label]
-    with start_run(settings, "evaluation", run_name=label,
-                   dataset_digest=bundle.tags.get("dataset_digest"),
+    digest = bundle.tags.get("dataset_digest")  # the dataset whose eval split was scored
+    dataset = dataset_ref(settings, settings.curate.dataset, digest) if digest else None
+    with start_run(settings, "evaluation", run_name=label, dataset=dataset,
                    tags={"model_name": bundle.name, "model_version": str(bundle.version),
                          "eval.set_key": key},
                    params={"items": len(items), "model_kind": bundle.kind,

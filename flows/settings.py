@@ -37,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 Profile = Literal["debug", "tiny", "small", "base"]  # flows/profiles.py
 StoreBackend = Literal["local", "s3"]
 
-EXPERIMENTS = ("curation", "teacher", "distillation", "evaluation")
+EXPERIMENTS = ("curation", "teacher", "distillation", "evaluation", "pipeline")
 TEACHER_MODEL = "motioncontrol-teacher"
 STUDENT_MODEL = "motioncontrol-student"
 ALIASES = ("candidate", "champion")

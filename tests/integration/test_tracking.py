@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import pytest
 import torch
+from prefect import flow
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows import registry, tracking
+from flows import registry, stack, tracking
 from flows.errors import MotionControlError, ServiceUnavailable
 from flows.settings import STUDENT_MODEL, load_settings
 from tests.conftest import free_port
@@ -23,20 +27,30 @@ def _log_tiny_model(settings, scale: float) -> str:
     return info.model_uri
 
 
-def test_run_records_settings_commit_and_dataset(stack_settings, monkeypatch):
+def test_run_records_settings_commit_and_prefect_flow_run(stack_settings, monkeypatch):
     monkeypatch.setenv("MC_S3_SECRET_KEY", "do-not-log-me")
     settings = load_settings()
-    with tracking.start_run(settings, "curation", run_name="t", dataset_digest="sha256:abc",
-                            params={"clips_total": 3}) as run:
-        mlflow.log_metric("clips_kept", 2)
-    got = mlflow.get_run(run.info.run_id)
+
+    @flow(name="tracked")
+    def tracked() -> str:
+        with tracking.start_run(settings, "curation", run_name="t",
+                                params={"clips_total": 3}) as run:
+            mlflow.log_metric("clips_kept", 2)
+        return run.info.run_id
+
+    # the stack's Prefect server, as flows.runtime.configure points every entry point at it
+    with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url(settings)}):
+        got = mlflow.get_run(tracked())
     assert tracking.tracking_uri(settings).startswith("http://127.0.0.1:")
-    assert got.data.params["dataset_digest"] == "sha256:abc"
-    assert got.data.params["settings.profile"] == "tiny"
-    assert got.data.params["settings.s3_secret_key"] == "***"
-    assert "do-not-log-me" not in str(got.data.params)
-    assert len(got.data.params["git_commit"]) >= 7
-    assert got.data.tags["mlflow.source.git.commit"] == got.data.params["git_commit"]
+    assert got.data.params == {"clips_total": "3"}  # the settings are one artifact, not params
+    logged = mlflow.artifacts.load_dict(f"runs:/{got.info.run_id}/settings.json")
+    assert logged["profile"] == "tiny" and logged["s3_secret_key"] == "***"
+    assert "do-not-log-me" not in json.dumps(logged)
+    assert len(got.data.tags["mlflow.source.git.commit"]) >= 7
+    flow_run_id = got.data.tags["mc.prefect.flow_run_id"]
+    assert flow_run_id in got.data.tags["mc.prefect.flow_run_url"]
+    assert got.data.tags["mc.prefect.flow_run_url"].startswith(
+        stack.prefect_api_url(settings).removesuffix("/api"))
     assert got.data.metrics["clips_kept"] == 2
     exp = mlflow.get_experiment(got.info.experiment_id)
     assert exp.name == "curation"
