@@ -56,6 +56,19 @@ def test_run_records_settings_commit_and_prefect_flow_run(stack_settings, monkey
     assert exp.name == "curation"
 
 
+def test_a_version_registered_from_a_logged_model_links_metrics_to_it(stack_settings):
+    s = stack_settings
+    model_uri = _log_tiny_model(s, 1.0)
+    version = registry.register_version(s, model_uri, STUDENT_MODEL)
+    mv = mlflow.MlflowClient().get_model_version(STUDENT_MODEL, str(version))
+    model_id = registry.logged_model_id(mv)
+    assert model_uri == f"models:/{model_id}" and mv.run_id  # the run that logged it
+    with tracking.start_run(s, "evaluation", run_name="eval"):
+        mlflow.log_metrics({"ssim": 0.5}, model_id=model_id)
+    logged = mlflow.MlflowClient().get_logged_model(model_id)
+    assert {(m.key, m.value) for m in logged.metrics} == {("ssim", 0.5)}
+
+
 def test_register_alias_load_and_rollback(stack_settings):
     s = stack_settings
     v1 = registry.register_version(s, _log_tiny_model(s, 1.0), STUDENT_MODEL,
