@@ -27,20 +27,28 @@ def _log_tiny_model(settings, scale: float) -> str:
     return info.model_uri
 
 
-def test_run_records_settings_commit_and_prefect_flow_run(stack_settings, monkeypatch):
+def test_runs_record_settings_commit_prefect_flow_run_and_pipeline_parent(stack_settings, monkeypatch):
     monkeypatch.setenv("MC_S3_SECRET_KEY", "do-not-log-me")
     settings = load_settings()
 
-    @flow(name="tracked")
-    def tracked() -> str:
+    @flow(name="stage")
+    def stage() -> str:
         with tracking.start_run(settings, "curation", run_name="t",
                                 params={"clips_total": 3}) as run:
             mlflow.log_metric("clips_kept", 2)
         return run.info.run_id
 
+    @flow(name="pipeline")
+    def pipeline() -> tuple[str, str]:  # as flows/pipeline.py calls the stage flows
+        with tracking.pipeline_run(settings) as parent:
+            return parent.info.run_id, stage()
+
     # the stack's Prefect server, as flows.runtime.configure points every entry point at it
     with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url(settings)}):
-        got = mlflow.get_run(tracked())
+        parent_id, run_id = pipeline()
+    got, parent = mlflow.get_run(run_id), mlflow.get_run(parent_id)
+    assert got.data.tags["mlflow.parentRunId"] == parent_id  # through the Prefect subflow
+    assert parent.data.tags["mc.prefect.flow_run_id"] != got.data.tags["mc.prefect.flow_run_id"]
     assert tracking.tracking_uri(settings).startswith("http://127.0.0.1:")
     assert got.data.params == {"clips_total": "3"}  # the settings are one artifact, not params
     logged = mlflow.artifacts.load_dict(f"runs:/{got.info.run_id}/settings.json")
