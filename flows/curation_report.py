@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 
+from flows.datasets import dataset_ref  # noqa: E402
 from flows.settings import Settings  # noqa: E402
 from flows.tracking import start_run, ui_link  # noqa: E402
 from models.data.shards import decode_sample  # noqa: E402
@@ -32,7 +33,7 @@ def log_curation_run(settings: Settings, manifest: dict, manifest_bytes: bytes,
                      staging: Path, curate_s: float) -> str:
     counts = manifest["counts"]
     with start_run(settings, "curation", run_name=f"{manifest['dataset']}@{manifest['digest']}",
-                   dataset_digest=manifest["digest"],
+                   dataset=dataset_ref(settings, manifest["dataset"], manifest["digest"]),
                    params={"dataset": manifest["dataset"], "inputs_key": manifest["inputs_key"],
                            **{f"clip.{k}": v for k, v in manifest["clip_spec"].items()}}) as run:
         mlflow.log_metrics({k: float(v) for k, v in counts.items()})

@@ -41,12 +41,12 @@ import numpy as np
 from prefect import flow
 
 from flows import ui
-from flows.datasets import load_manifest, shard_dataset
+from flows.datasets import dataset_ref, load_manifest, shard_dataset
 from flows.errors import MotionControlError
 from flows.registry import load_bundle, newest_version
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
 from flows.store import open_store
-from flows.tracking import connect, start_run, ui_link
+from flows.tracking import connect, mlflow_dataset, start_run, ui_link
 
 # Rows of the comparison table that are neither models nor baselines (`ceiling_generators`).
 GROUND_TRUTH, VAE_RECONSTRUCTION = "ground-truth", "vae-reconstruction"
@@ -461,14 +461,16 @@ def log_evaluation(settings: Settings, bundle, results: dict, table: dict,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import mlflow
+    import pandas as pd
 
     from models.metrics import TEXT_ALIGNMENT_UNAVAILABLE
     from models.video import encode_mp4
 
     label = f"{bundle.name}@v{bundle.version}"
     mine = results[label]
-    with start_run(settings, "evaluation", run_name=label,
-                   dataset_digest=bundle.tags.get("dataset_digest"),
+    digest = bundle.tags.get("dataset_digest")  # the dataset whose eval split was scored
+    dataset = dataset_ref(settings, settings.curate.dataset, digest) if digest else None
+    with start_run(settings, "evaluation", run_name=label, dataset=dataset,
                    tags={"model_name": bundle.name, "model_version": str(bundle.version),
                          "eval.set_key": key},
                    params={"items": len(items), "model_kind": bundle.kind,
@@ -480,16 +482,20 @@ def log_evaluation(settings: Settings, bundle, results: dict, table: dict,
             metrics.pop("text_alignment", None)
             mine["skipped"]["text_alignment"] = TEXT_ALIGNMENT_UNAVAILABLE
         skipped = mine["skipped"]
-        mlflow.log_metrics(metrics)
+        # linked to the version's logged model (and the dataset): its page in the UI lists them
+        mlflow.log_metrics(metrics, model_id=bundle.model_id,
+                           dataset=mlflow_dataset(dataset) if dataset else None)
         for k, v in metrics.items():
             if not np.isfinite(v):
                 mlflow.set_tag(f"undefined.{k}", "no clip of the benchmark set defines it "
                                "(e.g. no face or person found in the generated frames)")
         for k, reason in skipped.items():
             mlflow.set_tag(f"skipped.{k}", reason[:500])
-        mlflow.log_dict(table, "comparison.json")
-        mlflow.log_dict({"items": [i.name for i in items], "rows": mine["rows"]},
-                        "per_clip.json")
+        # tables, not plain JSON: the UI's artifact view shows them as tables
+        mlflow.log_table(pd.DataFrame.from_dict(table, orient="index").rename_axis("model")
+                         .reset_index(), "comparison.json")
+        mlflow.log_table(pd.DataFrame(mine["rows"]).assign(item=list(mine["samples"])),
+                         "per_clip.json")
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
         for ax, metric in zip(axes, ("pose_pck", "ssim", "latency_s"), strict=True):
             labels = list(table)

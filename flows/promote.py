@@ -16,7 +16,6 @@ failed gate and by how much.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from prefect import flow
 
@@ -24,10 +23,8 @@ from flows import ui
 from flows.errors import MotionControlError
 from flows.evaluate import HIGHER_IS_BETTER, STATIC_TAG, tagged_metrics
 from flows.registry import alias_version, newest_version, rollback_alias, set_alias
-from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Settings, get_settings
+from flows.settings import STUDENT_MODEL, TEACHER_MODEL, Alias, Settings, get_settings
 from flows.tracking import connect
-
-Alias = Literal["candidate", "champion"]  # a choice in the Prefect UI's run form
 
 
 class PromotionRefused(MotionControlError):

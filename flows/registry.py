@@ -41,6 +41,15 @@ def register_version(
     return int(mv.version)
 
 
+def logged_model_id(mv) -> str | None:
+    """The logged model (`m-…`) a registry version was made from: what metrics link to.
+    MLflow 3.17's SQL registry does not store ModelVersion.model_id (it reads back None); the
+    id is in the version's source, `models:/m-…`, as `register_version` was given it."""
+    if mv.model_id:
+        return mv.model_id
+    return mv.source.removeprefix("models:/") if mv.source.startswith("models:/m-") else None
+
+
 def set_alias(settings: Settings, name: str, alias: str, version: int | str) -> int | None:
     """Point `alias` at `version`; returns the version it pointed to before (or None), and
     records that one in the model tag `previous_<alias>` so a rollback is one call."""
@@ -100,6 +109,7 @@ class ModelBundle:
     name: str = ""
     version: int = 0
     tags: dict[str, str] = field(default_factory=dict)
+    model_id: str | None = None  # the version's logged model (`m-…`): metrics link to it
 
     @property
     def kind(self) -> str:
@@ -214,4 +224,5 @@ def load_bundle(settings: Settings, name: str = TEACHER_MODEL, alias: str | None
         raise MotionControlError(f"{name} version {mv.version} is the stage-0 VAE, not a "
                                  "generator: pick a stage-3 teacher or a student")
     bundle = download_bundle(model_uri(name, version=mv.version))
-    return dataclasses.replace(bundle, name=name, version=int(mv.version), tags=dict(mv.tags))
+    return dataclasses.replace(bundle, name=name, version=int(mv.version), tags=dict(mv.tags),
+                               model_id=logged_model_id(mv))

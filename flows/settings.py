@@ -16,7 +16,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import (
     AliasChoices,
@@ -37,10 +37,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 Profile = Literal["debug", "tiny", "small", "base"]  # flows/profiles.py
 StoreBackend = Literal["local", "s3"]
 
-EXPERIMENTS = ("curation", "teacher", "distillation", "evaluation")
+EXPERIMENTS = ("curation", "teacher", "distillation", "evaluation", "pipeline")
 TEACHER_MODEL = "motioncontrol-teacher"
 STUDENT_MODEL = "motioncontrol-student"
-ALIASES = ("candidate", "champion")
+Alias = Literal["candidate", "champion"]  # the registry aliases a student is promoted to
+ALIASES = get_args(Alias)
 
 
 def _secrets_dir() -> str | None:

@@ -19,7 +19,7 @@ from typing import Literal
 from prefect import flow
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from flows.datasets import load_manifest
+from flows.datasets import dataset_ref, load_manifest
 from flows.errors import MotionControlError
 from flows.launch import launcher_for
 from flows.profiles import run_config
@@ -143,7 +143,7 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
         say(f"resuming {title}, run {plan.run_id}, from its last checkpoint")
     else:
         with start_run(settings, experiment, run_name=run_name,
-                       dataset_digest=plan.dataset_digest,
+                       dataset=dataset_ref(settings, plan.dataset, plan.dataset_digest),
                        tags={RESUME_TAG: key, "mc.stage": str(plan.stage),
                              "mc.objective": plan.objective},
                        params={"stage": plan.stage, "objective": plan.objective,

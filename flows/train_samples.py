@@ -1,7 +1,7 @@
 """Samples logged during training: the generated clip (mp4), a reference | driving | pose |
-generated | ground-truth strip (PNG), and the learning curve: SSIM and pose PCK of the
-held-out batch against its ground truth, with the static reference's beside them (the line
-a model must get above)."""
+generated | ground-truth strip (an MLflow image with the step, key `samples`), and the learning
+curve: SSIM and pose PCK of the held-out batch against its ground truth, with the static
+reference's beside them (the line a model must get above)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def log_samples(model, objective, batch: dict, size: int, fps: float, step: int,
     score = ssim(generated[0], truth[0])
     mlflow.log_metrics(curve_metrics(generated, truth, batch, size) if curve
                        else {"sample_ssim": score}, step=step)
-    mlflow.log_image(strip(batch, generated, size), f"samples/strip_{step:06d}.png")
+    # one image key with a step per strip: the UI shows them on a step slider
+    mlflow.log_image(strip(batch, generated, size), key="samples", step=step, synchronous=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/sample_{step:06d}.mp4"
         with open(path, "wb") as fh:

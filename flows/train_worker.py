@@ -202,7 +202,9 @@ def main(plan_path: str) -> None:
 
     start = resume(engine, ema, store, plan, rank)
     if rank == 0:
-        mlflow.start_run(run_id=plan.run_id)
+        # CPU, memory, disk, network and (when present) GPU as `system/…` metrics, every
+        # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default: 10)
+        mlflow.start_run(run_id=plan.run_id, log_system_metrics=True)
         emit({"event": "start", "step": start, "total": plan.steps, "stage": plan.stage})
         if start == 0:
             log({"val_loss": objective.validate(engine.module, val)}, 0)

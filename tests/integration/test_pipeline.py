@@ -14,6 +14,7 @@ import subprocess
 
 import mlflow
 
+from flows.registry import logged_model_id
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
 from flows.tracking import connect, tracking_uri
 from tests.conftest import free_port
@@ -24,7 +25,11 @@ FAST = {"MC_TRAIN__STEPS": "2", "MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VA
         "MC_TRAIN__BATCH_SIZE": "2", "MC_EVALUATE__PAIRS": "1", "MC_EVALUATE__REAL_CLIPS": "1",
         "MC_EVALUATE__TEACHER_STEPS": "2", "MC_PROMOTE__STUDENT_TOLERANCE": "1000",
         "MC_PROMOTE__BASELINE_TOLERANCE": "1000",  # 2-step models: the gate runs, relaxed
-        "MC_PROMOTE__LATENCY_BUDGET_S": "600", "COLUMNS": "200"}
+        "MC_PROMOTE__LATENCY_BUDGET_S": "600", "COLUMNS": "200",
+        # a system-metrics sample every second: a 2-step run lasts only seconds
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
+STAGES = {"curate", "stage0", "stage1", "stage2", "stage3", "guidance", "steps",
+          "evaluate-teacher", "evaluate-student"}
 METRICS = {"ssim", "psnr", "lpips", "pose_pck", "hand_pck", "face_nme", "id_similarity",
            "motion_smoothness", "dynamic_degree", "latency_s", "nfe"}
 
@@ -62,9 +67,46 @@ def test_pipeline_ends_with_a_champion_student_and_an_evaluation(tmp_path, video
     assert "skipped.text_alignment" in run.data.tags and "skipped.lpips" not in run.data.tags
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"comparison.json", "comparison.png", "per_clip.json"} <= artifacts
+    comparison = client.load_table(run.info.experiment_id, "comparison.json",  # log_table's
+                                   run_ids=[run.info.run_id])
+    assert f"{STUDENT_MODEL}@v{champion.version}" in set(comparison["model"])
     assert "gsb" in artifacts  # the blind side-by-side page of student vs teacher
     distill_runs = mlflow.search_runs(experiment_names=["distillation"], output_format="list")
     assert {r.data.tags["mc.objective"] for r in distill_runs} >= {"guidance", "steps"}
     for r in distill_runs:  # every number the run trained with, as flows/profiles.py set it
         logged = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert "run_config.json" in logged
+    assert_lineage(client, champion, teacher, run)
+
+
+def assert_lineage(client, champion, teacher, evaluation) -> None:
+    """The walk of the MLflow UI: pipeline run -> its nested stage runs -> the version each
+    registered -> the dataset it read; and the evaluation's metrics on the champion's model."""
+    (pipeline,) = mlflow.search_runs(experiment_names=["pipeline"], output_format="list")
+    assert pipeline.info.status == "FINISHED"
+    assert pipeline.data.tags["mc.prefect.flow_run_id"]
+    stages = {key.split(".")[2]: value for key, value in pipeline.data.tags.items()
+              if key.startswith("mc.stage.")}
+    assert set(stages) == STAGES
+    nested = {r.info.run_id: r for r in mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{pipeline.info.run_id}'")}
+    assert set(nested) == set(stages.values())  # a fresh pipeline: every stage nested
+    assert evaluation.info.run_id == stages["evaluate-student"]
+    curation = nested[stages["curate"]]
+    (made,) = curation.inputs.dataset_inputs
+    for version, stage in ((teacher, "stage3"), (champion, "steps")):
+        trained = nested[version.tags["run_id"]]
+        assert trained.info.run_id == stages[stage] == version.run_id
+        (read,) = trained.inputs.dataset_inputs
+        assert (read.dataset.name, read.dataset.digest) == \
+            (made.dataset.name, version.tags["dataset_digest"])
+        assert {t.key: t.value for t in read.tags}["mlflow.data.context"] == "training"
+        assert any(key.startswith("system/") for key in trained.data.metrics)
+        assert trained.data.tags["mc.prefect.flow_run_id"] != \
+            pipeline.data.tags["mc.prefect.flow_run_id"]  # its own (sub)flow run
+    assert {t.key: t.value for t in made.tags}["mlflow.data.context"] == "output"
+    for run in nested.values():  # the settings are one artifact, not ~140 params
+        assert len(run.data.params) < 30, run.data.params.keys()
+    linked = client.get_logged_model(logged_model_id(champion)).metrics
+    assert {m.key for m in linked if m.run_id == evaluation.info.run_id} >= METRICS

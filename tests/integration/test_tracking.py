@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import pytest
 import torch
+from prefect import flow
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows import registry, tracking
+from flows import registry, stack, tracking
 from flows.errors import MotionControlError, ServiceUnavailable
 from flows.settings import STUDENT_MODEL, load_settings
 from tests.conftest import free_port
@@ -23,23 +27,54 @@ def _log_tiny_model(settings, scale: float) -> str:
     return info.model_uri
 
 
-def test_run_records_settings_commit_and_dataset(stack_settings, monkeypatch):
+def test_runs_record_settings_commit_prefect_flow_run_and_pipeline_parent(stack_settings, monkeypatch):
     monkeypatch.setenv("MC_S3_SECRET_KEY", "do-not-log-me")
     settings = load_settings()
-    with tracking.start_run(settings, "curation", run_name="t", dataset_digest="sha256:abc",
-                            params={"clips_total": 3}) as run:
-        mlflow.log_metric("clips_kept", 2)
-    got = mlflow.get_run(run.info.run_id)
+
+    @flow(name="stage")
+    def stage() -> str:
+        with tracking.start_run(settings, "curation", run_name="t",
+                                params={"clips_total": 3}) as run:
+            mlflow.log_metric("clips_kept", 2)
+        return run.info.run_id
+
+    @flow(name="pipeline")
+    def pipeline() -> tuple[str, str]:  # as flows/pipeline.py calls the stage flows
+        with tracking.pipeline_run(settings) as parent:
+            return parent.info.run_id, stage()
+
+    # the stack's Prefect server, as flows.runtime.configure points every entry point at it
+    with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url(settings)}):
+        parent_id, run_id = pipeline()
+    got, parent = mlflow.get_run(run_id), mlflow.get_run(parent_id)
+    assert got.data.tags["mlflow.parentRunId"] == parent_id  # through the Prefect subflow
+    assert parent.data.tags["mc.prefect.flow_run_id"] != got.data.tags["mc.prefect.flow_run_id"]
     assert tracking.tracking_uri(settings).startswith("http://127.0.0.1:")
-    assert got.data.params["dataset_digest"] == "sha256:abc"
-    assert got.data.params["settings.profile"] == "tiny"
-    assert got.data.params["settings.s3_secret_key"] == "***"
-    assert "do-not-log-me" not in str(got.data.params)
-    assert len(got.data.params["git_commit"]) >= 7
-    assert got.data.tags["mlflow.source.git.commit"] == got.data.params["git_commit"]
+    assert got.data.params == {"clips_total": "3"}  # the settings are one artifact, not params
+    logged = mlflow.artifacts.load_dict(f"runs:/{got.info.run_id}/settings.json")
+    assert logged["profile"] == "tiny" and logged["s3_secret_key"] == "***"
+    assert "do-not-log-me" not in json.dumps(logged)
+    assert len(got.data.tags["mlflow.source.git.commit"]) >= 7
+    flow_run_id = got.data.tags["mc.prefect.flow_run_id"]
+    assert flow_run_id in got.data.tags["mc.prefect.flow_run_url"]
+    assert got.data.tags["mc.prefect.flow_run_url"].startswith(
+        stack.prefect_api_url(settings).removesuffix("/api"))
     assert got.data.metrics["clips_kept"] == 2
     exp = mlflow.get_experiment(got.info.experiment_id)
     assert exp.name == "curation"
+
+
+def test_a_version_registered_from_a_logged_model_links_metrics_to_it(stack_settings):
+    s = stack_settings
+    model_uri = _log_tiny_model(s, 1.0)
+    version = registry.register_version(s, model_uri, STUDENT_MODEL)
+    mv = mlflow.MlflowClient().get_model_version(STUDENT_MODEL, str(version))
+    model_id = registry.logged_model_id(mv)
+    assert model_uri == f"models:/{model_id}" and mv.run_id  # the run that logged it
+    with tracking.start_run(s, "evaluation", run_name="eval"):
+        mlflow.log_metrics({"ssim": 0.5}, model_id=model_id)
+    logged = mlflow.MlflowClient().get_logged_model(model_id)
+    assert {(m.key, m.value) for m in logged.metrics} == {("ssim", 0.5)}
 
 
 def test_register_alias_load_and_rollback(stack_settings):

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 
 from flows.checkpoints import latest_checkpoint, step_tag
+from flows.datasets import load_manifest
 from flows.settings import TEACHER_MODEL
 from flows.store import open_store
 from flows.tracking import connect
@@ -19,7 +20,9 @@ from tests.integration.conftest import MOTIONCTL
 
 FAST = {"MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VAL_EVERY": "4",
         "MC_TRAIN__SAMPLE_EVERY": "4", "MC_TRAIN__SAMPLE_STEPS": "2",
-        "MC_TRAIN__BATCH_SIZE": "2", "COLUMNS": "200"}
+        "MC_TRAIN__BATCH_SIZE": "2", "COLUMNS": "200",
+        # a system-metrics sample every second: a 4-step run lasts only seconds
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
 
 
 def train(env: dict, stage: int) -> subprocess.CompletedProcess:
@@ -66,8 +69,10 @@ def test_killed_stage_resumes_from_its_last_checkpoint(trained_stage0):
     assert version.tags["stage"] == "0" and version.tags["dataset_digest"]
 
 
-def test_stage1_starts_from_stage0_and_logs_samples(trained_stage0):
+def test_stage1_starts_from_stage0_and_logs_samples_system_metrics_and_dataset(
+        trained_stage0):
     env, settings, _ = trained_stage0
+    manifest = load_manifest(open_store(settings), "motion")
     proc = train({**env, "MC_TRAIN__STEPS": "4"}, 1)
     assert "stage 1" in proc.stdout
     connect(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
@@ -76,7 +81,14 @@ def test_stage1_starts_from_stage0_and_logs_samples(trained_stage0):
     client = mlflow.MlflowClient()
     assert run.data.params["vae_weights"].startswith(f"models:/{TEACHER_MODEL}/")
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
-    assert "samples/strip_000004.png" in samples and "samples/sample_000004.mp4" in samples
+    assert "samples/sample_000004.mp4" in samples
+    # the strip: an image with its step (MLflow names the file after key and step)
+    images = {a.path for a in client.list_artifacts(run.info.run_id, "images")}
+    assert any(path.startswith("images/samples+step+4+") for path in images), images
+    assert any(key.startswith("system/") for key in run.data.metrics), run.data.metrics.keys()
+    (read,) = run.inputs.dataset_inputs
+    assert read.dataset.digest == manifest["digest"] and read.dataset.name == "motion"
+    assert {t.key: t.value for t in read.tags}["mlflow.data.context"] == "training"
     # the learning curve: held-out SSIM and pose PCK, the static reference beside them
     assert {"val_loss", "sample_ssim", "sample_pose_pck", "static_ssim", "static_pose_pck",
             "loss_flow_matching", "lr"} <= run.data.metrics.keys()

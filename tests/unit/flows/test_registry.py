@@ -26,6 +26,7 @@ def test_a_published_version_loads_by_alias_and_number(published):
     bundle = load_bundle(settings, STUDENT_MODEL, alias="candidate")
     assert bundle.version == version and bundle.kind == "student"
     assert bundle.tags["teacher_version"] == "7"
+    assert bundle.model_id.startswith("m-")  # its logged model: evaluation metrics link to it
     assert (bundle.frames, bundle.resolution, bundle.steps) == (9, 64, 2)
     assert bundle.guidance().branches() == ("full",)  # a student samples without CFG
     for name, tensor in dit.state_dict().items():
