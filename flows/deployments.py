@@ -67,18 +67,27 @@ def register(pool: str = LOCAL_POOL, pool_type: str = "process",
     a Kubernetes pool in pods of `image`."""
     from prefect.deployments.runner import EntrypointType
 
-    from flows.tracking import git_commit
-
     ensure_work_pool(pool, pool_type)
     # a process runs in the checkout, where the settings' .env file is
     job_variables = {"working_dir": str(REPO_ROOT)} if pool_type == "process" else {}
     names = []
     for flow in platform_flows():
         deployment = flow.to_deployment(
-            name=DEPLOYMENT, work_pool_name=pool, tags=TAGS, version=git_commit()[:12],
+            name=DEPLOYMENT, work_pool_name=pool, tags=TAGS, version=_version(),
             entrypoint_type=EntrypointType.MODULE_PATH, job_variables=job_variables,
             # the flow runs with the settings of the worker's environment (MC_*, .env)
             description=" ".join((flow.description or flow.name).split()))
         deployment.apply(image=image)
         names.append(f"{flow.name}/{DEPLOYMENT}")
     return names
+
+
+def _version() -> str:
+    """The code the deployments run: the git commit in a checkout, else (an image) the
+    installed package's version."""
+    from importlib import metadata
+
+    from flows.tracking import git_commit
+
+    commit = git_commit()
+    return commit[:12] if commit != "unknown" else metadata.version("motioncontrol")

@@ -5,14 +5,16 @@ lines and artifacts are readable from the same API."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import httpx
 
 from flows import stack
-from flows.deployments import DEPLOYMENT, LOCAL_POOL
+from flows.deployments import DEPLOYMENT, LOCAL_POOL, register
 from flows.settings import TEACHER_MODEL
 from flows.tracking import connect
+from tests.integration.conftest import MOTIONCTL
 from tests.integration.test_train import FAST
 
 FLOWS = ("curate", "train", "distill", "evaluate", "promote", "pipeline", "doctor")
@@ -119,3 +121,25 @@ def _table(artifact: dict) -> list[dict]:
     assert artifact["type"] == "table"
     data = artifact["data"]
     return json.loads(data) if isinstance(data, str) else data
+
+
+def test_the_charts_registration_targets_a_kubernetes_pool(stack_settings):
+    """What the platform chart's post-install Job runs, here against the stack's server."""
+    try:
+        proc = subprocess.run([MOTIONCTL, "deployments", "register", "--pool", "k8s-pool",
+                               "--type", "kubernetes", "--image", "registry.example/mc:1.2.3"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.count("on work pool k8s-pool") == len(FLOWS)
+        api = stack.prefect_api_url(stack_settings)
+        pool = httpx.get(f"{api}/work_pools/k8s-pool", timeout=30).json()
+        assert pool["type"] == "kubernetes"
+        deployments = post(api, "/deployments/filter",
+                           {"work_pools": {"name": {"any_": ["k8s-pool"]}}})
+        assert len(deployments) == len(FLOWS)
+        assert {d["job_variables"]["image"] for d in deployments} == {"registry.example/mc:1.2.3"}
+        assert all("working_dir" not in d["job_variables"] for d in deployments)  # a pod's own
+    finally:
+        # A deployment is (flow, name): registering it on another pool moved it there. On a
+        # cluster that is another Prefect server; here, move them back for the other tests.
+        stack.register_on(stack_settings, register)

@@ -107,6 +107,14 @@ def test_platform_worker_targets_the_gpu_pool():
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql://$(POSTGRES_USER)")
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"] == "s3://motioncontrol/mlartifacts"
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "motioncontrol-postgres"
+    # the same deployments as `make stack-up` registers, on the chart's Kubernetes pool
+    register = objects["Job", "mc-prefect-deployments"]
+    assert "post-install" in register["metadata"]["annotations"]["helm.sh/hook"]
+    [container] = register["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == [
+        "motionctl", "deployments", "register", "--pool", "gpu-pool", "--type", "kubernetes",
+        "--image", "ghcr.io/motioncontrol/motioncontrol:0.1.0"]
+    assert container["image"] == "ghcr.io/motioncontrol/motioncontrol:0.1.0"
 
 
 @pytest.mark.parametrize("chart, values, complaint", [

@@ -25,6 +25,22 @@ def register(settings, name: str, metrics: dict, static: dict | None = None, **t
     return int(client.create_model_version(name, source="file:///nowhere", tags=tags).version)
 
 
+def newest_artifact(key: str) -> list[dict]:
+    """The rows of the newest table artifact `key` on this process's Prefect server (the
+    temporary one the flows ran on)."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
 @pytest.fixture
 def registry():
     settings = load_settings()
@@ -54,6 +70,11 @@ def test_a_worse_model_is_refused_with_the_failed_gate_and_rollback_restores(reg
     assert "student vs teacher" in message and "pose_pck 0.4 vs 0.6" in message
     assert "worse by 0.2" in message and "champion v" in message
     assert alias_version(settings, STUDENT_MODEL, "champion") == good  # untouched
+    # the decision and each gate's numbers, as the Prefect UI shows them on the flow run
+    gates = {row["gate"]: row for row in newest_artifact("promotion-gates")}
+    assert gates["student vs teacher v1"]["result"] == "FAIL"
+    assert "pose_pck 0.4 vs 0.6" in gates["student vs teacher v1"]["numbers"]
+    assert gates["latency budget"]["result"] == "pass"
 
     # a release that passed the gates, then turned out bad in production: roll it back
     newer = register(settings, STUDENT_MODEL, {"pose_pck": 0.59, "ssim": 0.70, "latency_s": 2.0},
