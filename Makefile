@@ -48,7 +48,7 @@ bench: setup  ## run the benchmarks in tests/bench, reports in reports/bench/
 serve: setup  ## serve the champion student with tritonserver on 127.0.0.1 (Ctrl-C stops)
 	$(MC) serve
 
-stack-up: setup  ## start MLflow (UI :5000) and Prefect (UI :4200) on 127.0.0.1
+stack-up: setup  ## start MLflow (UI :5000), Prefect (UI :4200) and a Prefect worker; register the deployments
 	$(MC) stack up
 
 stack-down: setup  ## stop the processes stack-up started

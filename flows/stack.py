@@ -86,7 +86,8 @@ def services(settings: Settings) -> list[Service]:
                 _bin("prefect"), "server", "start",
                 "--host", host, "--port", str(settings.prefect_port),
             ],
-            env=prefect_env,
+            # the UI's browser code calls the API here, not at Prefect's default port
+            env={**prefect_env, "PREFECT_UI_API_URL": f"http://{host}:{settings.prefect_port}/api"},
         ),
         # Runs the flow runs of the deployments on work pool `local` as processes of this
         # venv, with the environment (MC_* settings) `stack up` was given.
