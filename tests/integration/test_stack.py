@@ -22,10 +22,14 @@ from tests.conftest import free_port
 MOTIONCTL = str(Path(sys.executable).parent / "motionctl")
 
 
-def test_both_uis_answer_200(stack_settings):
+def test_both_uis_and_the_worker_answer_200(stack_settings):
     for row in stack.status(stack_settings):
         assert row.healthy, row
-        assert httpx.get(row.url + "/", timeout=10).status_code == 200
+        path = "/health" if row.name == "worker" else "/"  # the worker has no UI
+        assert httpx.get(row.url + path, timeout=10).status_code == 200
+    # the UI's browser code calls the API on the stack's port, not Prefect's default one
+    api = stack.prefect_api_url(stack_settings)
+    assert httpx.get(api.removesuffix("/api") + "/ui-settings", timeout=10).json()["api_url"] == api
 
 
 def test_second_up_reuses_the_running_services(stack_settings):

@@ -110,3 +110,23 @@ def test_a_down_server_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("MC_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ServiceUnavailable, match="not reachable.*make stack-up"):
         tracking.ensure_experiment(load_settings(), "teacher")
+
+
+def test_the_champion_loads_with_pyfunc_from_the_server_and_makes_an_mp4(stack_settings):
+    """What a user of the MLflow server does with a registered version: load it by alias over
+    HTTP and generate (an untrained tiny student: the contract, not quality)."""
+    from models.assets import sample_data
+    from models.video import encode_mp4, read_video
+    from tests.tiny_models import publish_tiny_student
+
+    version, _ = publish_tiny_student(stack_settings, alias="champion")
+    assert tracking.tracking_uri(stack_settings).startswith("http://")
+    model = mlflow.pyfunc.load_model(f"models:/{STUDENT_MODEL}@champion")
+    clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=12)
+    [mp4] = model.predict({"reference_image": sample_data("opencv-doc/basketball1.png")
+                           .read_bytes(), "driving_video": encode_mp4(clip.frames, clip.fps),
+                           "prompt": "a person walking", "seed": 1})
+    out = read_video(mp4)  # decodable, the model's size and frame count, the driver's fps
+    assert out.frames.shape == (9, 64, 64, 3) and out.fps == pytest.approx(clip.fps)
+    assert version == int(mlflow.MlflowClient().get_model_version_by_alias(
+        STUDENT_MODEL, "champion").version)
