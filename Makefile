@@ -7,7 +7,7 @@ MC     := $(BIN)/motionctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 distill evaluate promote bench serve stack-up stack-down stack-status canary lock clean
+.PHONY: help setup test test-images images lint demo doctor curate train-stage0 train-stage1 train-stage2 train-stage3 distill evaluate promote bench serve stack-up stack-down stack-status canary lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -17,6 +17,12 @@ setup:  ## create .venv and install everything (idempotent)
 
 test: setup  ## run the unit and integration tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+images:  ## build the platform and serving images with buildah (VARIANT=cpu|cuda; docs/kubernetes.md)
+	@bash scripts/build_images.sh
+
+test-images: setup images  ## build the images, then smoke-test them (tests/images)
+	$(BIN)/python -m pytest tests/images -o python_files='test_*.py' -q $(PYTEST_ARGS)
 
 lint: setup  ## ruff over the code
 	$(BIN)/ruff check models flows serving deploy motionctl tests scripts

@@ -28,9 +28,9 @@ import tempfile
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from packaging.requirements import Requirement
 from safetensors.torch import load_file, save_file
@@ -47,6 +47,9 @@ from models.video import encode_mp4, read_image, read_video
 WEIGHTS = "weights"  # the folder's name under the MLflow model's data/
 META_FILE = "meta.json"
 TEXT_ENCODER = "text_encoder"
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # A part of a model: the module and its meta (flows.registry.model_meta).
 Part = tuple[torch.nn.Module, dict]
@@ -190,6 +193,8 @@ def _load_pyfunc(data_path: str):
 
 def _rows(model_input) -> list[dict]:
     """A DataFrame's rows, or one dict, as dicts (MLflow hands a DataFrame to predict)."""
+    import pandas as pd  # here: the serving image loads these weights without pandas
+
     if isinstance(model_input, pd.DataFrame):
         return model_input.to_dict("records")
     if isinstance(model_input, dict):
@@ -227,6 +232,8 @@ def signature(generator: bool):
 
 def input_example(frames: int, generator: bool) -> pd.DataFrame:
     """A real photo and `frames` frames of real footage (288 px high, to stay small)."""
+    import pandas as pd
+
     clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=frames, size=288)
     row = {"driving_video": encode_mp4(clip.frames, clip.fps, quality=5)}
     if generator:

@@ -2,6 +2,12 @@
 
     build_repository(settings, bundle_or_version, dest)   write it to a local folder
     build_and_upload(settings, name, alias=... | version=...) -> "model-repository/<version>/"
+    fetch_repository(settings, version, dest)             copy it from the store, for this pool
+
+`python -m serving.repository fetch --version N --dest DIR` is the serving pod's init step:
+the tritonserver of the serving image reads no object store, and each pod's instance groups
+come from its own settings (the chart's values: MC_SERVE__GPU_INSTANCES …), not from whoever
+built the repository.
 
 Layout (self-contained: weights are copied into the version folders, so a cluster serves
 it straight from the object store):
@@ -62,6 +68,12 @@ def model_config(spec: ModelSpec, serve: ServeSettings, parameters: dict[str, st
             f"instance_group [\n{groups}\n]\n{params}")
 
 
+def write_configs(root: Path, serve: ServeSettings, parameters: dict[str, str]) -> None:
+    """Every model's config.pbtxt, with the instance groups of `serve`."""
+    for spec in MODELS.values():
+        (root / spec.name / "config.pbtxt").write_text(model_config(spec, serve, parameters))
+
+
 def build_repository(settings: Settings, bundle_or_version: ModelBundle | int, dest: Path,
                      name: str = STUDENT_MODEL) -> Path:
     """Write the repository of a bundle (or of version N of `name`) under `dest`."""
@@ -75,8 +87,7 @@ def build_repository(settings: Settings, bundle_or_version: ModelBundle | int, d
         version_dir = dest / spec.name / "1"
         version_dir.mkdir(parents=True)
         shutil.copy2(SOURCES / f"{spec.source}.py", version_dir / "model.py")
-        (dest / spec.name / "config.pbtxt").write_text(
-            model_config(spec, settings.serve, parameters))
+    write_configs(dest, settings.serve, parameters)
     shutil.copy2(smollm2_gguf(), dest / "prompt_enhancer" / "1" / "smollm2.gguf")
     write_served_weights(bundle, dest / "student_dit" / "1")
     (dest / "serving.json").write_text(json.dumps({
@@ -112,3 +123,35 @@ def download_repository(settings: Settings, prefix: str, dest: Path) -> Path:
     for key in keys:
         store.get_file(key, Path(dest) / key[len(prefix):])
     return Path(dest)
+
+
+def fetch_repository(settings: Settings, version: int, dest: Path) -> Path:
+    """Version `version`'s repository from the store into `dest`, its instance groups
+    rewritten for this machine's settings (settings.serve)."""
+    root = download_repository(settings, repository_prefix(version), dest)
+    built = json.loads((root / "serving.json").read_text())
+    write_configs(root, settings.serve, {"size": str(built["resolution"]),
+                                         "frames": str(built["frames"])})
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from flows.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m serving.repository")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser("fetch", help="copy a version's repository from the store")
+    fetch.add_argument("--version", type=int, required=True)
+    fetch.add_argument("--dest", type=Path, required=True)
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    root = fetch_repository(settings, args.version, args.dest)
+    serve = settings.serve
+    print(f"model repository {args.version} in {root}: {serve.cpu_instances} CPU and "
+          f"{serve.gpu_instances} GPU instances per model")
+
+
+if __name__ == "__main__":
+    main()

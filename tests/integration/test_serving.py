@@ -29,7 +29,7 @@ from models.errors import InvalidInput
 from models.video import encode_mp4, read_video
 from motionctl.cli import app
 from serving.client import MotionControlClient, verify
-from serving.repository import build_and_upload, download_repository
+from serving.repository import build_and_upload, fetch_repository
 from tests.conftest import free_port
 from tests.tiny_models import publish_tiny_student
 
@@ -72,7 +72,8 @@ def server(tmp_path_factory):
     version, _ = publish_tiny_student(settings, frames=FRAMES)
     prefix = build_and_upload(settings)  # alias champion by default
     assert prefix == f"model-repository/{version}/"
-    repository = download_repository(settings, prefix, home / "served")  # as a cluster would
+    # as the serving pod's init step does on a cluster
+    repository = fetch_repository(settings, version, home / "served")
     # `motionctl serve` as a user runs it, this checkout's code first on the path.
     process = subprocess.Popen(
         [sys.executable, "-m", "motionctl", "serve", "--repository", str(repository)],

@@ -57,7 +57,8 @@ def test_killed_stage_resumes_from_its_last_checkpoint(trained_stage0):
     assert "resumed at step 4" in second.stdout or "resumed at step 6" in second.stdout
     connect(settings)  # tracking and registry URIs both (a bare set_tracking_uri keeps a stale registry)
     runs = mlflow.search_runs(experiment_names=["teacher"], output_format="list",
-                              filter_string="tags.`mc.stage` = '0'")
+                              # this plan's runs (test_deployments trains stage 0 for 3 steps)
+                              filter_string="tags.`mc.stage` = '0' and params.steps = '8'")
     assert len(runs) == 1  # the same run, continued
     run = runs[0]
     assert run.data.tags["mc.done"] == "true"

@@ -6,6 +6,7 @@ or an image that cannot be pulled instead of hanging."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -154,3 +155,79 @@ def test_the_base_profile_trains_through_the_kubernetes_launcher(monkeypatch):
     assert launcher_for(load_settings()) is kubernetes_launcher
     monkeypatch.setenv("MC_TRAIN__LAUNCHER", "local")
     assert launcher_for(load_settings()) is not kubernetes_launcher
+
+
+def recording(api) -> set[tuple[str, str]]:
+    """(resource, verb) of every call made through `api` from now on (API discovery aside):
+    what a ServiceAccount running the same code must be allowed."""
+    import re
+
+    calls: set[tuple[str, str]] = set()
+    rest, request = api.rest_client, api.rest_client.request
+
+    def record(method, url, *args, **kwargs):
+        path = url.split("?")[0].split("://", 1)[-1].split("/", 1)[-1]
+        found = re.match(r"apis?/(?:([^/]+)/)?v\w+/namespaces/[^/]+/([^/]+)(?:/([^/]+))?(?:/(\w+))?$",
+                         path)
+        if found:
+            group, resource, name, sub = found.groups()
+            group = "" if group is None or path.startswith("api/") else group
+            verb = {"POST": "create", "PATCH": "patch", "DELETE": "delete",
+                    "GET": "get" if name else "list"}[method]
+            calls.add((f"{group}/{resource}" + (f"/{sub}" if sub else ""), verb))
+        return request(method, url, *args, **kwargs)
+
+    rest.request = record
+    return calls
+
+
+def test_the_flow_pods_role_allows_exactly_what_the_job_calls():
+    """Run a job to success, the same plan again (a resumed run: its objects exist and are
+    patched) and one to failure (deleted), recording every call, and compare them with the
+    Role the platform chart gives the flow-run pods."""
+    from deploy.charts import manifests
+    from tests.integration.kube_emulator import KubeEmulator
+
+    def run(kube, script, run_id):
+        api = kube.api_client()
+        calls = recording(api)
+        operator = play_operator(kube, script)
+        plan = json.dumps({**json.loads(PLAN), "run_id": run_id})
+        with contextlib.suppress(PodEvicted):  # the failing run's end
+            run_training_job(load_settings(), plan, namespace=NS, image="registry.local/mc:t",
+                             nodes=2, gpus_per_node=1, log=lambda _: None, poll_s=0.05,
+                             timeout_s=30, api=api)
+        operator.join(5)
+        return calls
+
+    def succeed(core, custom, name, pods):
+        for pod in pods:
+            set_pod_status(core, pod, {"phase": "Running"})
+        time.sleep(0.2)
+        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name, {
+            "status": {"conditions": [{"type": "Running", "status": "False"},
+                                      {"type": "Succeeded", "status": "True"}]}})
+
+    def evict(core, custom, name, pods):
+        set_pod_status(core, pods[0], {"phase": "Running"})
+        kube.pod_logs[pods[0]] = "step 1\n"
+        time.sleep(0.2)
+        set_pod_status(core, pods[1], {"phase": "Failed", "reason": "Evicted",
+                                       "message": "The node was low on resource: memory."})
+
+    used = set()
+    for scripts in ([succeed, lambda *_: None], [evict]):  # one emulator each
+        kube = KubeEmulator().start()
+        try:
+            for script in scripts:
+                used |= run(kube, script, "aaaaaaaaaaaaaaaa")
+        finally:
+            kube.stop()
+    role = next(o for o in manifests("platform", {}, release="mc", namespace="mc-platform")
+                if o["kind"] == "Role" and o["metadata"]["name"] == "mc-prefect-flow")
+    assert role["metadata"]["namespace"] == NS  # the training namespace, not the platform's
+    granted = {(f"{group}/{resource}", verb) for rule in role["rules"]
+               for group in rule["apiGroups"] for resource in rule["resources"]
+               for verb in rule["verbs"]}
+    assert used <= granted, used - granted  # everything the job does is allowed
+    assert granted <= used, granted - used  # and nothing it does not do

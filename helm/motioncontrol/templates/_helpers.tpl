@@ -31,9 +31,25 @@ motioncontrol.dev/track: {{ .track.name }}
 {{- if .Values.serviceAccount.create -}}{{ default (include "mc.fullname" .) .Values.serviceAccount.name }}{{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
 
-{{/* Triton's S3 form for a non-AWS endpoint: s3://http://host:port/bucket/prefix/<version> */}}
-{{- define "mc.repositoryPath" -}}
-{{- printf "s3://%s/%s/%s/%s" (trimSuffix "/" .root.Values.modelRepository.endpoint) .root.Values.modelRepository.bucket .root.Values.modelRepository.prefix .track.version -}}
+{{/* The serving image, tagged with the chart's appVersion unless image.tag says otherwise. */}}
+{{- define "mc.image" -}}
+"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+{{- end -}}
+
+{{/* Where the model repositories are: MinIO/S3 as the platform's settings name it. */}}
+{{- define "mc.storeEnv" -}}
+{{- $endpoint := trimSuffix "/" .Values.modelRepository.endpoint -}}
+- {name: MC_STORE_BACKEND, value: s3}
+- {name: MC_S3_ENDPOINT, value: {{ regexReplaceAll "^https?://" $endpoint "" | quote }}}
+- {name: MC_S3_SECURE, value: {{ hasPrefix "https://" $endpoint | quote }}}
+- {name: MC_S3_BUCKET, value: {{ .Values.modelRepository.bucket | quote }}}
+- {name: MC_S3_REGION, value: {{ .Values.modelRepository.region | quote }}}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.modelRepository.credentialsSecret }}, key: AWS_ACCESS_KEY_ID}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.modelRepository.credentialsSecret }}, key: AWS_SECRET_ACCESS_KEY}
 {{- end -}}
 
 {{/* Weighted backends of one port, shared by the HTTP and the gRPC route. */}}

@@ -12,9 +12,15 @@ app.kubernetes.io/name: {{ .name }}
 {{- end -}}
 
 {{- define "pl.image" -}}
-{{- $img := index .root.Values.images .image -}}
-image: "{{ $img.repository }}:{{ $img.tag }}"
+image: {{ include "pl.imageRef" . | quote }}
 imagePullPolicy: {{ .root.Values.pullPolicy }}
+{{- end -}}
+
+{{/* repository:tag of images.<image>; an empty tag is the chart's appVersion (the
+project's own images: one place sets their tag). */}}
+{{- define "pl.imageRef" -}}
+{{- $img := index .root.Values.images .image -}}
+{{- printf "%s:%s" $img.repository ($img.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* Pod-level hardening shared by every workload: non-root, seccomp. */}}

@@ -78,12 +78,22 @@ def test_serving_chart_contents():
         assert pod["securityContext"]["runAsNonRoot"] is True
         shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"]["medium"] == "Memory"
+        # the project's serving image at the chart's appVersion; the repository fetched
+        # into an emptyDir by the init step, with this pod's instance groups
+        assert triton["image"] == "ghcr.io/motioncontrol/motioncontrol-serving:0.1.0"
+        assert "--model-repository=/models" in triton["args"]
+        [fetch] = pod["initContainers"]
+        assert fetch["image"] == triton["image"]
         version = "3" if track == "stable" else "4"
-        assert (f"--model-repository=s3://http://minio.motioncontrol-platform.svc.cluster.local"
-                f":9000/motioncontrol/model-repository/{version}") in triton["args"]
-        secret_refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in triton["env"]
+        assert fetch["command"] == ["python", "-m", "serving.repository", "fetch", "--version",
+                                    version, "--dest", "/models"]
+        env = {e["name"]: e.get("value") for e in fetch["env"]}
+        assert env["MC_S3_ENDPOINT"] == "minio.motioncontrol-platform.svc.cluster.local:9000"
+        assert env["MC_S3_SECURE"] == "false" and env["MC_SERVE__GPU_INSTANCES"] == "1"
+        secret_refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in fetch["env"]
                        if "valueFrom" in e}
         assert secret_refs == {"motioncontrol-s3"}
+        assert not [e for e in triton.get("env", []) if "valueFrom" in e]  # no keys in Triton
         hpa = objects["HorizontalPodAutoscaler", f"mc-{track}"]["spec"]
         assert hpa["metrics"][0]["pods"]["metric"]["name"] == "triton_queue_time_us"
         assert ("PodDisruptionBudget", f"mc-{track}") in objects
@@ -93,12 +103,14 @@ def test_serving_chart_contents():
     assert ("NetworkPolicy", "mc") in objects and ("ServiceMonitor", "mc") in objects
 
 
-def test_platform_worker_targets_the_gpu_pool():
+def test_platform_worker_runs_flows_off_the_gpu_pool():
     objects = {(o["kind"], o["metadata"]["name"]): o for o in render("platform", "default")}
     template = json.loads(objects["ConfigMap", "mc-prefect-worker"]["data"]["base-job-template.json"])
     variables = template["variables"]["properties"]
-    assert variables["node_selector"]["default"] == {"motioncontrol.dev/pool": "gpu-training"}
-    assert variables["gpus"]["default"] == 1
+    # flow runs orchestrate on ordinary nodes; only the training pods they submit ask for GPUs
+    assert variables["node_selector"]["default"] == {}
+    assert variables["gpus"]["default"] == 0
+    assert variables["env"]["default"]["MC_KUBE__NAMESPACE"] == "motioncontrol"
     assert variables["queue"]["default"] == "training"
     manifest = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     assert manifest["nodeSelector"] == "{{ node_selector }}"  # Prefect fills it per flow run

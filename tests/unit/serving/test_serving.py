@@ -13,7 +13,8 @@ from models.assets import sample_data
 from models.errors import InvalidInput
 from serving.client import MotionControlClient
 from serving.limits import check_intensity, check_library, check_prompt, check_seed
-from serving.repository import build_repository, model_config
+from serving.repository import build_and_upload, build_repository, model_config
+from serving.repository import main as repository_main
 from serving.spec import MODELS
 from serving.weights import load_served_bundle
 from tests.conftest import free_port
@@ -66,6 +67,20 @@ def test_a_registered_version_becomes_a_self_contained_repository(tmp_path):
     assert (served.name, served.version, served.frames) == (STUDENT_MODEL, version, 9)
     for key, tensor in dit.state_dict().items():
         assert torch.equal(served.dit.state_dict()[key], tensor), key
+
+
+def test_the_serving_pod_fetches_the_repository_with_its_own_instance_groups(tmp_path,
+                                                                            monkeypatch):
+    """Built on a laptop without GPUs; fetched by a pod of the GPU pool (the chart's init
+    step, `python -m serving.repository fetch`), whose settings give the DiT GPU instances."""
+    publish_tiny_student(load_settings())
+    version = int(build_and_upload(load_settings()).strip("/").rsplit("/", 1)[-1])
+    monkeypatch.setenv("MC_SERVE__GPU_INSTANCES", "2")
+    repository_main(["fetch", "--version", str(version), "--dest", str(tmp_path / "models")])
+    dit = (tmp_path / "models" / "student_dit" / "config.pbtxt").read_text()
+    assert "{ count: 2 kind: KIND_GPU }" in dit and 'value: { string_value: "9" }' in dit
+    assert "KIND_GPU" not in (tmp_path / "models" / "motion_extractor" / "config.pbtxt").read_text()
+    assert (tmp_path / "models" / "student_dit" / "1" / "dit.safetensors").is_file()
 
 
 def test_a_server_that_is_down_says_to_run_make_serve():
