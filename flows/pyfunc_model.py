@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import tomllib
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +36,6 @@ from safetensors.torch import load_file, save_file
 
 from flows.errors import MotionControlError
 from flows.registry import ModelBundle, build_model
-from flows.settings import REPO_ROOT
 from models.assets import minilm_dir, sample_data
 from models.errors import InvalidInput
 from models.frames import to_pixels, to_uint8
@@ -243,16 +241,21 @@ def input_example(frames: int, generator: bool) -> pd.DataFrame:
 
 
 def pip_requirements() -> list[str]:
-    """The project's requirements (pyproject.toml: core + `models`) pinned to the versions
-    installed here (torch without its local build label, so a CUDA wheel satisfies it)."""
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    """The project's requirements (its installed metadata, from pyproject.toml: core +
+    `models`) pinned to the versions installed here (torch without its local build label, so
+    a CUDA wheel satisfies it). Read from the metadata, not the file: an image installs the
+    project as a wheel, without its pyproject.toml."""
     pinned = []
-    for spec in [*project["dependencies"], *project["optional-dependencies"]["models"]]:
-        name = Requirement(spec).name
+    for spec in metadata.requires("motioncontrol") or []:
+        requirement = Requirement(spec)
+        marker = requirement.marker
+        if marker is not None and not marker.evaluate({"extra": "models"}):
+            continue  # another extra's (train, serve, dev, …)
         try:
-            pinned.append(f"{name}=={metadata.version(name).split('+')[0]}")
+            pinned.append(f"{requirement.name}=="
+                          f"{metadata.version(requirement.name).split('+')[0]}")
         except metadata.PackageNotFoundError:
-            pinned.append(spec)
+            pinned.append(str(requirement).split(";")[0].strip())
     return pinned
 
 

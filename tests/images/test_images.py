@@ -71,7 +71,8 @@ def container(image: str) -> Iterator[str]:
 def run_in(name: str, command: list[str], *, env: dict | None = None,
            volumes: dict[Path, str] | None = None, **kwargs) -> list[str]:
     """The argv that runs `command` in working container `name`."""
-    args = ["buildah", "run", "--isolation", "chroot"]
+    # a hostname that resolves: torchrun's rendezvous connects to it (a pod's does)
+    args = ["buildah", "run", "--isolation", "chroot", "--hostname", "localhost"]
     for key, value in (env or {}).items():
         args += ["--env", f"{key}={value}"]
     for host, inside in (volumes or {}).items():
