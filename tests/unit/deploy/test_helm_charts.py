@@ -111,6 +111,9 @@ def test_platform_worker_runs_flows_off_the_gpu_pool():
     assert variables["node_selector"]["default"] == {}
     assert variables["gpus"]["default"] == 0
     assert variables["env"]["default"]["MC_KUBE__NAMESPACE"] == "motioncontrol"
+    # the training pods a flow run submits run the same platform image as the flow run
+    assert variables["env"]["default"]["MC_KUBE__IMAGE"] == variables["image"]["default"] \
+        == "ghcr.io/motioncontrol/motioncontrol:0.1.0"
     assert variables["queue"]["default"] == "training"
     manifest = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     assert manifest["nodeSelector"] == "{{ node_selector }}"  # Prefect fills it per flow run
