@@ -70,6 +70,10 @@ class VideoTooLarge(VideoError):
     """Over one of the `VideoLimits` (bytes, frames, duration, side)."""
 
 
+class VideoTooSmall(VideoError):
+    """A side under `VideoLimits.min_side`."""
+
+
 class InvalidFrames(VideoError):
     """Frames handed to the encoder that are not uint8 RGB of a consistent shape."""
 
@@ -98,6 +102,10 @@ class ImageTooLarge(ImageError):
     """Over `VideoLimits.max_bytes` or `max_side`."""
 
 
+class ImageTooSmall(ImageError):
+    """A side under `VideoLimits.min_side`."""
+
+
 # --- data ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class VideoLimits:
     `max_duration_s` wins."""
 
     max_side: int = 4096  # pixels, width or height (also for images)
+    # Below this, no person can be found in it and the model's crops degenerate (a 1x1
+    # image used to fail inside a stage instead of at the edge).
+    min_side: int = 16
     max_frames: int = 4000
     max_bytes: int = 512 * 1024**2  # also for images
     max_duration_s: float = 600.0
@@ -404,6 +415,10 @@ def _check_video_limits(name: str, info: VideoInfo, limits: VideoLimits) -> None
     if max(info.width, info.height) > limits.max_side:
         raise VideoTooLarge(f"{name} is {info.width}x{info.height} px, over the limit of "
                             f"{limits.max_side} px a side: downscale it")
+    if min(info.width, info.height) < limits.min_side:
+        raise VideoTooSmall(f"{name} is {info.width}x{info.height} px, under the smallest "
+                            f"side of {limits.min_side} px that motion can be read from: "
+                            "upload a larger video")
     if info.frames > limits.max_frames:
         raise VideoTooLarge(f"{name} has {info.frames} frames, over the limit of "
                             f"{limits.max_frames}: trim it to at most {limits.max_frames} frames "
@@ -714,6 +729,10 @@ def _check_image_side(name: str, width: int, height: int, limits: VideoLimits | 
     if limits is not None and max(width, height) > limits.max_side:
         raise ImageTooLarge(f"{name} is {width}x{height} px, over the limit of "
                             f"{limits.max_side} px a side: downscale it")
+    if limits is not None and min(width, height) < limits.min_side:
+        raise ImageTooSmall(f"{name} is {width}x{height} px, under the smallest side of "
+                            f"{limits.min_side} px a person can be found in: upload a larger "
+                            "image")
 
 
 def read_image(src: Source, limits: VideoLimits | None = VideoLimits(), *,

@@ -149,10 +149,14 @@ def server_memory(served: Served) -> tuple[list[int], int]:
     return sorted(p.pid for p in family), sum(p.memory_info().rss for p in family)
 
 
-def oversized_png(side: int) -> bytes:
+def _png(shape: tuple[int, ...]) -> bytes:
     import cv2
 
-    return cv2.imencode(".png", np.zeros((8, side, 3), np.uint8))[1].tobytes()
+    return cv2.imencode(".png", np.zeros(shape, np.uint8))[1].tobytes()
+
+
+def oversized_png(side: int) -> bytes:
+    return _png((8, side, 3))
 
 
 def test_bad_inputs_get_invalid_argument_and_the_server_keeps_serving(server, inputs):
@@ -166,6 +170,8 @@ def test_bad_inputs_get_invalid_argument_and_the_server_keeps_serving(server, in
         "oversized image": (oversized_png(settings.serve.max_image_side + 1), driving, "x",
                             "over the limit"),
         "long prompt": (reference, driving, "a" * 100_000, "100000 characters"),
+        # it used to reach a stage and come back INTERNAL
+        "1x1 image": (_png((1, 1, 3)), driving, "x", "smallest side"),
     }
     memory = []
     for _ in range(3):  # the same bad requests again and again: no instance dies or grows

@@ -23,6 +23,7 @@ from models.video import (
     EmptyVideo,
     ImageNotFound,
     ImageTooLarge,
+    ImageTooSmall,
     InvalidFrames,
     NotAnImage,
     NotAVideo,
@@ -31,6 +32,7 @@ from models.video import (
     VideoLimits,
     VideoNotFound,
     VideoTooLarge,
+    VideoTooSmall,
     encode_mp4,
     iter_batches,
     probe,
@@ -398,8 +400,8 @@ def test_read_image_png_jpeg_grey_and_path(tmp_path):
     decoded = read_image(jpeg).astype(int)  # lossy, and chroma blurs across the edge
     for rows in (slice(0, 12), slice(20, 32)):
         np.testing.assert_allclose(decoded[rows], rgb[rows], atol=6)
-    grey = cv2.imencode(".png", np.full((5, 7), 77, np.uint8))[1].tobytes()
-    assert read_image(grey).shape == (5, 7, 3) and (read_image(grey) == 77).all()
+    grey = cv2.imencode(".png", np.full((16, 20), 77, np.uint8))[1].tobytes()
+    assert read_image(grey).shape == (16, 20, 3) and (read_image(grey) == 77).all()
     photo = read_image(sample_data("opencv-doc/basketball1.png"))
     assert photo.shape == (480, 640, 3) and photo.dtype == np.uint8
 
@@ -435,3 +437,16 @@ def test_image_limits_checked_from_the_header(tmp_path):
         read_image(bytes(bomb))
     with raises(ImageTooLarge, "MiB"):
         read_image(bytes(bomb), VideoLimits(max_bytes=10))
+
+
+def test_degenerate_sides_are_refused_at_the_edge():
+    """A 1x1 reference (it used to fail inside a serving stage as INTERNAL) or a 2-px strip
+    is refused when read, saying what is wrong; so is a video too small to read motion from."""
+    for shape in ((1, 1, 3), (2, 400, 3), (15, 15, 3)):
+        data = cv2.imencode(".png", np.full(shape, 128, np.uint8))[1].tobytes()
+        with raises(ImageTooSmall, f"{shape[1]}x{shape[0]} px", "smallest side of 16 px"):
+            read_image(data, label="reference image")
+    read_image(cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes())  # the edge
+    tiny = encode_mp4(np.zeros((4, 8, 8, 3), np.uint8), FPS)
+    with raises(VideoTooSmall, "8x8 px", "smallest side of 16 px"):
+        read_video(tiny)
