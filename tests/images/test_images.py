@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from flows.settings import STUDENT_MODEL, load_settings
 from flows.stack import is_healthy
 from models.assets import sample_data
 from models.video import encode_mp4, read_video
-from serving.client import MotionControlClient, verify
+from serving.client import verify
 from serving.repository import build_repository
 from tests.conftest import free_port
 from tests.integration.conftest import SMALL
@@ -146,14 +147,22 @@ def served(tmp_path_factory):
             mp.undo()
 
 
-def test_serving_image_answers_a_request_with_a_watermarked_mp4(served):
+def test_serving_image_answers_a_request_with_a_watermarked_mp4(served, tmp_path):
+    """`motionctl animate`, as a user runs it, against the server inside the image."""
     url, settings, version = served
     clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=9)
-    with MotionControlClient(url, settings=settings) as client:
-        video = client.animate(sample_data("opencv-doc/basketball1.png").read_bytes(),
-                               encode_mp4(clip.frames, clip.fps), "a person walking", seed=1)
-    out = read_video(video)
-    assert out.frames.shape[0] == 9 and out.fps == pytest.approx(clip.fps)
+    driving, out = tmp_path / "driving.mp4", tmp_path / "out.mp4"
+    driving.write_bytes(encode_mp4(clip.frames, clip.fps))
+    proc = subprocess.run([str(Path(sys.executable).parent / "motionctl"), "animate",
+                           "--reference", str(sample_data("opencv-doc/basketball1.png")),
+                           "--driving", str(driving), "--prompt", "a person walking",
+                           "--seed", "1", "--out", str(out), "--url", url],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    video = out.read_bytes()
+    assert read_video(video).frames.shape[0] == 9
+    assert read_video(video).fps == pytest.approx(clip.fps)
     check = verify(video)
     assert check.watermark.found and check.provenance["version"] == str(version), check
 
