@@ -133,8 +133,9 @@ def test_promote(kube, cluster):
         ]
     stable = deployment(kube, "stable")
     assert stable["metadata"]["labels"]["motioncontrol.dev/model-version"] == "2"
-    args = stable["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert any(a.endswith("/motioncontrol/model-repository/2") for a in args)
+    # the pod's init step fetches version 2's repository for Triton
+    [fetch] = stable["spec"]["template"]["spec"]["initContainers"]
+    assert fetch["command"][-4:] == ["--version", "2", "--dest", "/models"]
     assert deployment(kube, "canary") is None  # the canary track is gone
     assert kube.object("v1/services", NS, f"{RELEASE}-canary") is None
     assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 2
