@@ -6,7 +6,10 @@ registry), opens or resumes the stage's MLflow run, launches the training worker
 version of `motioncontrol-teacher` tagged with its stage and dataset digest.
 
 A stage already trained on the same inputs is reused; a stage whose run was killed resumes
-from its last checkpoint in the object store.
+from its last checkpoint in the object store. The reuse is the project's own (the finished
+MLflow run tagged with the plan's key), not Prefect's result caching: what a stage makes is a
+registered model version, which must be found from any Prefect server, including the
+temporary one whose database is gone after the command.
 """
 
 from __future__ import annotations
