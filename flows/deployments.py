@@ -70,10 +70,11 @@ def register(pool: str = LOCAL_POOL, pool_type: str = "process",
     ensure_work_pool(pool, pool_type)
     # a process runs in the checkout, where the settings' .env file is
     job_variables = {"working_dir": str(REPO_ROOT)} if pool_type == "process" else {}
+    version = _version()
     names = []
     for flow in platform_flows():
         deployment = flow.to_deployment(
-            name=DEPLOYMENT, work_pool_name=pool, tags=TAGS, version=_version(),
+            name=DEPLOYMENT, work_pool_name=pool, tags=TAGS, version=version,
             entrypoint_type=EntrypointType.MODULE_PATH, job_variables=job_variables,
             # the flow runs with the settings of the worker's environment (MC_*, .env)
             description=" ".join((flow.description or flow.name).split()))

@@ -336,9 +336,8 @@ def evaluate_flow(teacher_version: int | None = None, student_version: int | Non
     table = comparison_table(results)
     print_comparison(table)
     ui.table("evaluation-comparison", [
-        {"metric": f"{k} {'↑' if HIGHER_IS_BETTER[k] else '↓'}",
-         **{label: _fmt(row.get(k)) for label, row in table.items()}}
-        for k in HIGHER_IS_BETTER if any(k in row for row in table.values())],
+        {"metric": metric, **dict(zip(table, values, strict=True))}
+        for metric, values in comparison_rows(table)],
         f"held-out benchmark set ({len(items)} clips): metrics of the models, the baselines "
         "and the ceilings (ground truth, and it through the VAE)")
     run_ids = {}
@@ -418,13 +417,20 @@ def comparison_table(results: dict[str, dict]) -> dict[str, dict[str, float | No
     return {label: dict(r["metrics"]) for label, r in results.items()}
 
 
+def comparison_rows(table: dict[str, dict]) -> list[tuple[str, list[str]]]:
+    """("<metric> ↑|↓", a formatted value per column) for each metric some column has: the
+    printed table's rows and the Prefect artifact's."""
+    return [(f"{k} {'↑' if HIGHER_IS_BETTER[k] else '↓'}",
+             [_fmt(row.get(k)) for row in table.values()])
+            for k in HIGHER_IS_BETTER if any(k in row for row in table.values())]
+
+
 def print_comparison(table: dict[str, dict]) -> None:
     """Metrics as rows, models as columns: stays readable in an 80-column terminal."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    keys = [k for k in HIGHER_IS_BETTER if any(k in row for row in table.values())]
     out = Table(title="evaluation: held-out benchmark set (↑ higher is better, ↓ lower)",
                 caption="truth: the true render; via VAE: it through the models' VAE "
                         "(synthetic pairs only; the ceilings of each metric on this set); "
@@ -436,9 +442,8 @@ def print_comparison(table: dict[str, dict]) -> None:
         header = SHORT_HEADERS.get(label, label.removeprefix("motioncontrol-")
                                    .removeprefix("baseline-").replace("@", "\n"))
         out.add_column(header, justify="right", no_wrap=True)
-    for k in keys:
-        out.add_row(f"{k} {'↑' if HIGHER_IS_BETTER[k] else '↓'}",
-                    *[_fmt(row.get(k)) for row in table.values()])
+    for metric, values in comparison_rows(table):
+        out.add_row(metric, *values)
     Console().print(out)
 
 

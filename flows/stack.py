@@ -62,6 +62,7 @@ def services(settings: Settings) -> list[Service]:
 
     host = settings.stack_host
     quiet = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    api_url = f"http://{host}:{settings.prefect_port}/api"
     prefect_env = {**quiet, "PREFECT_HOME": str(settings.prefect_home),
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     return [
@@ -87,7 +88,7 @@ def services(settings: Settings) -> list[Service]:
                 "--host", host, "--port", str(settings.prefect_port),
             ],
             # the UI's browser code calls the API here, not at Prefect's default port
-            env={**prefect_env, "PREFECT_UI_API_URL": f"http://{host}:{settings.prefect_port}/api"},
+            env={**prefect_env, "PREFECT_UI_API_URL": api_url},
         ),
         # Runs the flow runs of the deployments on work pool `local` as processes of this
         # venv, with the environment (MC_* settings) `stack up` was given.
@@ -104,7 +105,7 @@ def services(settings: Settings) -> list[Service]:
                 # its flow runs track into this stack, whoever's environment started it
                 "MC_HOME": str(settings.home), "MC_MLFLOW_PORT": str(settings.mlflow_port),
                 "MC_PREFECT_PORT": str(settings.prefect_port),
-                "PREFECT_API_URL": f"http://{host}:{settings.prefect_port}/api",
+                "PREFECT_API_URL": api_url,
                 "PREFECT_WORKER_WEBSERVER_HOST": host,
                 "PREFECT_WORKER_WEBSERVER_PORT": str(settings.prefect_worker_port),
                 "PREFECT_LOGGING_LEVEL": "INFO",
