@@ -1,15 +1,23 @@
-"""Canary rollout of a new model version onto the Triton serving chart (helm/motioncontrol).
+"""`motionctl canary`: roll a new model version out onto the Triton serving chart
+(helm/motioncontrol), two ways, one entry point:
 
-    build + upload the model repository (serving.repository) ─► canary track at weight w₁
-    ─► soak, analyse (Prometheus: error rate, p99 latency, request count; a probe of the
-       canary) ─► w₂ … ─► 100 % ─► promote: stable track = new version, canary off, MLflow
-       alias `champion` ─── or, at the first failed gate: roll back (canary weight 0, off).
+- **Argo Rollouts** (the chart's default, `rollouts.enabled`): the chart's `Rollout` owns the
+  canary. This command builds and uploads the version's model repository, sets the chart's
+  `version`, then follows the Rollout's own status (deploy/rollout.py): the controller moves
+  the Gateway API weights, runs the AnalysisTemplates (canary vs stable) and aborts on a
+  failed analysis. Stopping the command changes nothing; `--status`, `--abort`, `--promote`
+  (past a manual gate) and `--retry` act on the Rollout as the kubectl plugin does.
+- **Without Argo** (`rollouts.enabled=false`): this command steps the chart's two tracks
+  itself, analysing the canary with Prometheus at each weight:
 
-Every step is a new set of chart values applied as one release change: through Helm (the
-SDK's upgrade) on a real cluster, or by rendering the chart with the same Helm engine and
-applying the objects with the Kubernetes client (`AppliedRelease`: clusters without Helm
-release storage, and the tests, which run it against an API emulator). The traffic split
-itself is the weights of the chart's Gateway API routes.
+    canary track at weight w₁ ─► soak, analyse (error rate, p99 latency, request count; a
+    probe of the canary) ─► w₂ … ─► 100 % ─► stable track = new version, canary off ───
+    or, at the first failed gate: roll back (canary weight 0, off).
+
+Shared by both: the repository build, the release (Helm SDK, or the chart rendered and applied
+object by object: `AppliedRelease`), and the end: `champion` moves in MLflow only when the new
+version serves all traffic *and* passes `motionctl promote`'s gates (flows/promote.py). A
+version that fails those gates is refused before anything is rolled out.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any, Protocol
 
 from deploy import charts
 from deploy.errors import CanaryError, ClusterError
+from deploy.rollout import RolloutClient, RolloutState, rollout_values, state_table
 from flows.settings import STUDENT_MODEL, Settings
 
 CHART = "motioncontrol"
@@ -151,11 +160,12 @@ def analyse(settings: Settings, prometheus: Prometheus, probe: ProbeResult, step
 
 class Release(Protocol):
     def current_values(self) -> dict[str, Any] | None: ...
-    def apply(self, values: dict[str, Any]) -> None: ...
+    def apply(self, values: dict[str, Any], wait: bool = True) -> None: ...
 
 
 class HelmRelease:
-    """`helm upgrade --install` of the chart through the Helm SDK, waiting for the rollout."""
+    """`helm upgrade --install` of the chart through the Helm SDK; `wait`: until the objects
+    are ready (not with Argo Rollouts: its canary takes as long as its steps do)."""
 
     def __init__(self, settings: Settings) -> None:
         import helm_python as helm
@@ -173,17 +183,17 @@ class HelmRelease:
         except helm.HelmError as exc:
             raise ClusterError(f"helm get values {self.name}: {exc}") from None
 
-    def apply(self, values: dict[str, Any]) -> None:
+    def apply(self, values: dict[str, Any], wait: bool = True) -> None:
         import helm_python as helm
 
         chart = charts.chart_path(CHART)
+        how = {"wait": "watcher", "timeout": 900} if wait else {}
         try:
             if self.current_values() is None:
-                self.config.install(chart, self.name, values, namespace=self.namespace,
-                                    wait="watcher", timeout=900)
+                self.config.install(chart, self.name, values, namespace=self.namespace, **how)
             else:
-                self.config.upgrade(chart, self.name, values, namespace=self.namespace,
-                                    wait="watcher", timeout=900, rollback_on_failure=True)
+                self.config.upgrade(chart, self.name, values, namespace=self.namespace, **how,
+                                    rollback_on_failure=wait)
         except helm.HelmError as exc:
             raise ClusterError(f"helm upgrade {self.name}: {str(exc).strip()}") from None
 
@@ -209,7 +219,8 @@ class AppliedRelease:
         record = self._record()
         return record["values"] if record else None
 
-    def apply(self, values: dict[str, Any]) -> None:
+    def apply(self, values: dict[str, Any], wait: bool = True) -> None:
+        """`wait` is ignored: nothing here waits for readiness (no controller runs it)."""
         objects = charts.manifests(CHART, values, release=self.name, namespace=self.namespace)
         self.applier.apply(objects)
         kept = {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objects}
@@ -224,27 +235,234 @@ class AppliedRelease:
                                                  "objects": sorted(kept)})}}])
 
 
-# --- the controller --------------------------------------------------------------------
+# --- shared by both ways ----------------------------------------------------------------
+
+
+@dataclass
+class CanaryResult:
+    version: int
+    promoted: bool  # serves all traffic and is champion
+    verdicts: list[StepVerdict] = field(default_factory=list)  # without Argo: each step's
+    repository: str = ""
+    reason: str = ""  # why it was not promoted
+
+
+def uses_rollouts(values: dict[str, Any]) -> bool:
+    """The chart's default is the Argo Rollouts Rollout; rollouts.enabled=false the tracks."""
+    return bool(values.get("rollouts", {}).get("enabled", True))
+
+
+def gates_of(settings: Settings, version: int) -> list:
+    """`motionctl promote`'s gates for `version` (flows/promote.py), as a list of Gate."""
+    from flows.promote import check_gates
+
+    return check_gates(settings, version)
+
+
+def refuse_ungated(settings: Settings, version: int) -> None:
+    """A version that would not be promoted is not rolled out either."""
+    failed = [g for g in gates_of(settings, version) if not g.passed]
+    if failed:
+        raise CanaryError(f"{STUDENT_MODEL} v{version} fails the promotion gates, so it is not "
+                          "rolled out: " + "; ".join(f"{g.name}: {g.detail}" for g in failed))
+
+
+def move_champion(settings: Settings, version: int, console) -> bool:
+    """`champion` = version, only if the gates pass now (the champion may have moved since)."""
+    from flows.registry import set_alias
+
+    failed = [g for g in gates_of(settings, version) if not g.passed]
+    if failed:
+        console.print(f"[red]v{version} serves all traffic but fails the promotion gates; "
+                      f"{STUDENT_MODEL}@champion is unchanged[/]: "
+                      + "; ".join(f"{g.name}: {g.detail}" for g in failed))
+        return False
+    previous = set_alias(settings, STUDENT_MODEL, "champion", version)
+    console.print(f"[green]promoted[/]: v{version} serves all traffic and is "
+                  f"{STUDENT_MODEL}@champion (was v{previous})")
+    return True
+
+
+def _base_values(settings: Settings) -> dict[str, Any]:
+    import yaml
+
+    path = settings.kube.values_file
+    if path is None:
+        return {}
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CanaryError(f"cannot read MC_KUBE__VALUES_FILE {path}: {exc}") from None
+
+
+def _stable_version(settings: Settings, values: dict[str, Any] | None) -> int | None:
+    """What the stable track serves (without Argo): the release's values, else the champion."""
+    if values and str(values.get("version", "")).isdigit():
+        return int(values["version"])
+    from flows.registry import alias_version
+
+    return alias_version(settings, STUDENT_MODEL, "champion")
+
+
+def print_plan(settings: Settings, version: int, console) -> None:
+    """DRY_RUN: the steps and the rendered manifests, without a cluster or a build."""
+    kube = settings.kube
+    base = _base_values(settings)
+    console.print(f"canary plan: {STUDENT_MODEL} v{version}, release {kube.release} in "
+                  f"namespace {kube.namespace}", soft_wrap=True)
+    steps = [f"check {STUDENT_MODEL} v{version} against `motionctl promote`'s gates",
+             f"build and upload model-repository/{version}/ (serving.repository)"]
+    if uses_rollouts(base):
+        values = rollout_values(base, version)
+        steps += [f"set the chart's version to {version}: Argo Rollouts runs the Rollout's "
+                  "canary steps and analyses (values rollouts.*)",
+                  f"follow the Rollout every {kube.poll_s:g} s until it is Healthy at 100 %",
+                  f"then {STUDENT_MODEL}@champion = v{version}; on an abort: champion unchanged"]
+    else:
+        stable = _stable_version(settings, base) or max(version - 1, 1)
+        values = track_values(base, stable=stable, canary=version, weight=kube.canary_weights[0])
+        steps += [f"canary at {w} %, wait {kube.step_wait_s:g} s, analyse the last "
+                  f"{kube.analysis_window} (error rate <= {kube.max_error_rate:.2%}, p99 <= "
+                  f"{kube.max_p99_latency_ms:g} ms, >= {kube.min_requests} requests) and probe"
+                  for w in kube.canary_weights]
+        steps += [f"promote: stable = v{version}, canary off, MLflow {STUDENT_MODEL}@champion "
+                  f"= v{version}", "on any failed gate: canary weight 0 and off; champion "
+                  "unchanged"]
+    for i, step in enumerate(steps, 1):
+        console.print(f"  {i}. {step}", soft_wrap=True)
+    console.print("\n# manifests" + ("" if uses_rollouts(base) else " at the first step"))
+    console.print(charts.as_yaml(charts.manifests(CHART, values, release=kube.release,
+                                                  namespace=kube.namespace)),
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+def run_canary(settings: Settings, version: int, *, dry_run: bool = False,
+               build_and_upload: Callable[[Settings, int], str] | None = None,
+               probe: Callable[[Settings, int], ProbeResult] | None = None,
+               release: Release | None = None, prometheus: Prometheus | None = None,
+               rollout: RolloutClient | None = None,
+               sleep: Callable[[float], None] = time.sleep, console=None) -> CanaryResult | None:
+    """Roll `version` of motioncontrol-student out (Argo Rollouts, or the tracks without it)
+    and make it champion when it serves all traffic. Returns None on a dry run."""
+    from rich.console import Console
+
+    console = console or Console()
+    if dry_run:
+        print_plan(settings, version, console)
+        return None
+    release = release or HelmRelease(settings)
+    build_and_upload = build_and_upload or default_build_and_upload
+    current = release.current_values()
+    base = current if current is not None else _base_values(settings)
+    if uses_rollouts(base):
+        rollout = rollout or rollout_client(settings)
+        return run_rollout(settings, version, base, current is not None, release, rollout,
+                           build_and_upload, sleep, console)
+    return run_stepped(settings, version, current, base, release, build_and_upload,
+                       probe or default_probe, prometheus or Prometheus(settings.kube.prometheus_url),
+                       sleep, console)
+
+
+# --- with Argo Rollouts -------------------------------------------------------------------
+
+
+def rollout_client(settings: Settings) -> RolloutClient:
+    from deploy.kube import api_client
+
+    return RolloutClient(api_client(settings), settings.kube.release, settings.kube.namespace)
+
+
+def run_rollout(settings: Settings, version: int, base: dict[str, Any], installed: bool,
+                release: Release, rollout: RolloutClient, build_and_upload, sleep,
+                console) -> CanaryResult:
+    """Start (or pick up, after an interrupted command) the Rollout of `version` and follow
+    it to its end."""
+    state = rollout.state() if installed else None
+    result = CanaryResult(version, False)
+    if state is not None and state.serves(version):
+        console.print(f"v{version} already serves all traffic (Rollout Healthy)")
+    elif state is not None and state.desired_version == str(version) and not state.failed:
+        console.print(f"v{version} is already rolling out; following it")
+    else:
+        refuse_ungated(settings, version)
+        result.repository = build_and_upload(settings, version)
+        console.print(f"model repository of v{version}: {result.repository}")
+        release.apply(rollout_values(base, version), wait=False)
+        console.print(f"the Rollout now serves v{version} as its canary; Argo Rollouts runs "
+                      "the steps (Ctrl-C stops following, not the rollout)")
+    state = follow(settings, version, rollout, sleep, console)
+    if state is None:
+        result.reason = "stopped following; the rollout carries on (motionctl canary --status)"
+    elif state.failed:
+        result.reason = f"aborted by Argo Rollouts: {state.message or 'analysis failed'}"
+        console.print(f"[red]rolled back[/]: {result.reason}; the stable version serves all "
+                      f"traffic and {STUDENT_MODEL}@champion is unchanged. Fix, then "
+                      "`motionctl canary --retry`, or roll out another version.")
+    elif not state.serves(version):
+        result.reason = (f"still {state.phase} after {settings.kube.rollout_timeout_s:g} s; the "
+                         "rollout carries on (motionctl canary --status)")
+        console.print(result.reason)
+    else:
+        result.promoted = move_champion(settings, version, console)
+        if not result.promoted:
+            result.reason = "fails the promotion gates"
+    return result
+
+
+def follow(settings: Settings, version: int, rollout: RolloutClient, sleep,
+           console) -> RolloutState | None:
+    """Poll the Rollout with a live table until it serves `version` at 100 %, fails, or the
+    timeout passes; None when the user stops following (Ctrl-C)."""
+    from rich.live import Live
+
+    deadline = time.monotonic() + settings.kube.rollout_timeout_s
+    told_gate = False
+    state = rollout.state()
+    try:
+        with Live(state_table(version, state), console=console, auto_refresh=False) as live:
+            while not (state.serves(version) or state.failed or time.monotonic() > deadline):
+                if "CanaryPauseStep" in state.paused and not told_gate:
+                    live.console.print("paused at a manual gate: `motionctl canary --promote` "
+                                       "goes on, `motionctl canary --abort` rolls back")
+                    told_gate = True
+                sleep(settings.kube.poll_s)
+                state = rollout.state()
+                live.update(state_table(version, state), refresh=True)
+    except KeyboardInterrupt:
+        console.print(f"stopped following; the Rollout of v{version} carries on under Argo "
+                      "Rollouts: `motionctl canary --status`")
+        return None
+    return state
+
+
+def rollout_action(settings: Settings, action: str, console=None,
+                   rollout: RolloutClient | None = None) -> RolloutState:
+    """--status / --abort / --promote / --retry on the release's Rollout; prints its state."""
+    from rich.console import Console
+
+    console = console or Console()
+    rollout = rollout or rollout_client(settings)
+    if action != "status":
+        getattr(rollout, action)()
+        console.print(f"rollout {rollout.name!r}: {action} sent")
+    state = rollout.state()
+    console.print(state_table(state.desired_version, state))
+    return state
+
+
+# --- without Argo Rollouts: the tracks, stepped by this command ----------------------------
 
 
 def track_values(base: dict[str, Any], *, stable: int, canary: int | None = None,
                  weight: int = 0) -> dict[str, Any]:
     """`base` with the tracks set: canary off when `canary` is None."""
     values = copy.deepcopy(base)
-    values.setdefault("stable", {})["version"] = str(stable)
+    values["version"] = str(stable)
+    values.setdefault("rollouts", {})["enabled"] = False
     values["canary"] = {**values.get("canary", {}), "enabled": canary is not None,
                         "version": "" if canary is None else str(canary),
                         "weight": weight if canary is not None else 0}
     return values
-
-
-@dataclass
-class CanaryResult:
-    version: int
-    stable_before: int
-    promoted: bool
-    verdicts: list[StepVerdict] = field(default_factory=list)
-    repository: str = ""
 
 
 def _verdict_table(version: int, verdicts: list[StepVerdict]):
@@ -262,76 +480,11 @@ def _verdict_table(version: int, verdicts: list[StepVerdict]):
     return table
 
 
-def _base_values(settings: Settings) -> dict[str, Any]:
-    import yaml
-
-    path = settings.kube.values_file
-    if path is None:
-        return {}
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise CanaryError(f"cannot read MC_KUBE__VALUES_FILE {path}: {exc}") from None
-
-
-def _stable_version(settings: Settings, values: dict[str, Any] | None) -> int | None:
-    """What the stable track serves: the release's values, else the MLflow champion."""
-    if values and str(values.get("stable", {}).get("version", "")).isdigit():
-        return int(values["stable"]["version"])
-    from flows.registry import alias_version
-
-    return alias_version(settings, STUDENT_MODEL, "champion")
-
-
-def print_plan(settings: Settings, version: int, console) -> None:
-    """DRY_RUN: the steps and the rendered manifests, without a cluster or a build."""
+def run_stepped(settings: Settings, version: int, current: dict[str, Any] | None,
+                base: dict[str, Any], release: Release, build_and_upload, probe,
+                prometheus: Prometheus, sleep, console) -> CanaryResult:
+    """Step the canary track through MC_KUBE__CANARY_WEIGHTS, analysing each step."""
     kube = settings.kube
-    base = _base_values(settings)
-    stable_given = str(base.get("stable", {}).get("version", "")).isdigit()
-    # No cluster and no registry here: without a values file, show the previous version.
-    stable = int(base["stable"]["version"]) if stable_given else max(version - 1, 1)
-    console.print(f"canary plan: {STUDENT_MODEL} v{version} against stable v{stable}"
-                  + ("" if stable_given else " (at run time: the release's stable version)")
-                  + f", release {kube.release} in namespace {kube.namespace}", soft_wrap=True)
-    steps = [f"build and upload model-repository/{version}/ (serving.repository)"]
-    steps += [f"canary at {w} %, wait {kube.step_wait_s:g} s, analyse the last "
-              f"{kube.analysis_window} (error rate <= {kube.max_error_rate:.2%}, p99 <= "
-              f"{kube.max_p99_latency_ms:g} ms, >= {kube.min_requests} requests) and probe"
-              for w in kube.canary_weights]
-    steps += [f"promote: stable = v{version}, canary off, MLflow {STUDENT_MODEL}@champion = "
-              f"v{version}", "on any failed gate: canary weight 0 and off; champion unchanged"]
-    for i, step in enumerate(steps, 1):
-        console.print(f"  {i}. {step}", soft_wrap=True)
-    first = track_values(base, stable=stable, canary=version, weight=kube.canary_weights[0])
-    console.print(f"\n# manifests at the first step ({kube.canary_weights[0]} %)")
-    console.print(charts.as_yaml(charts.manifests(CHART, first, release=kube.release,
-                                                  namespace=kube.namespace)),
-                  markup=False, highlight=False, soft_wrap=True)
-
-
-def run_canary(settings: Settings, version: int, *, dry_run: bool = False,
-               build_and_upload: Callable[[Settings, int], str] | None = None,
-               probe: Callable[[Settings, int], ProbeResult] | None = None,
-               release: Release | None = None, prometheus: Prometheus | None = None,
-               sleep: Callable[[float], None] = time.sleep, console=None) -> CanaryResult | None:
-    """Roll `version` of motioncontrol-student out through MC_KUBE__CANARY_WEIGHTS, then
-    promote it or roll it back. Returns None on a dry run."""
-    from rich.console import Console
-
-    from flows.registry import set_alias
-
-    console = console or Console()
-    if dry_run:
-        print_plan(settings, version, console)
-        return None
-    kube = settings.kube
-    build_and_upload = build_and_upload or default_build_and_upload
-    probe = probe or default_probe
-    release = release or HelmRelease(settings)
-    prometheus = prometheus or Prometheus(kube.prometheus_url)
-
-    current = release.current_values()
-    base = current if current is not None else _base_values(settings)
     stable = _stable_version(settings, current)
     if stable is None:
         raise CanaryError("nothing serves yet (no release values, no champion alias): install "
@@ -339,10 +492,11 @@ def run_canary(settings: Settings, version: int, *, dry_run: bool = False,
                           "Kubernetes)")
     if stable == version:
         raise CanaryError(f"v{version} is already the stable version")
+    refuse_ungated(settings, version)
 
     repository = build_and_upload(settings, version)
     console.print(f"model repository of v{version}: {repository}")
-    result = CanaryResult(version, stable, False, repository=repository)
+    result = CanaryResult(version, False, repository=repository)
     for step, weight in enumerate(kube.canary_weights, 1):
         release.apply(track_values(base, stable=stable, canary=version, weight=weight))
         console.print(f"step {step}: canary v{version} at {weight} %; soaking "
@@ -353,6 +507,7 @@ def run_canary(settings: Settings, version: int, *, dry_run: bool = False,
         console.print(_verdict_table(version, result.verdicts))
         if not verdict.passed:
             release.apply(track_values(base, stable=stable))
+            result.reason = verdict.reason
             console.print(f"[red]rolled back[/]: v{version} off, stable v{stable} takes all "
                           f"traffic ({verdict.reason})")
             return result
@@ -360,8 +515,5 @@ def run_canary(settings: Settings, version: int, *, dry_run: bool = False,
     # then the canary goes away: no request meets the old version again.
     release.apply(track_values(base, stable=version, canary=version, weight=100))
     release.apply(track_values(base, stable=version))
-    previous = set_alias(settings, STUDENT_MODEL, "champion", version)
-    result.promoted = True
-    console.print(f"[green]promoted[/]: v{version} is stable and {STUDENT_MODEL}@champion "
-                  f"(was v{previous if previous is not None else stable})")
+    result.promoted = move_champion(settings, version, console)
     return result

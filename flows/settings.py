@@ -151,10 +151,15 @@ class KubernetesSettings(BaseModel):
     nodes: int = Field(default=2, ge=1, le=256, description="training nodes (pods)")
     gpus_per_node: int = Field(default=8, ge=1, le=16)
     job_timeout_s: float = Field(default=7 * 24 * 3600.0, gt=0)
-    poll_s: float = Field(default=10.0, gt=0)
+    poll_s: float = Field(default=10.0, gt=0, description="how often a training job or a "
+                          "Rollout is read while followed")
+    rollout_timeout_s: float = Field(default=4 * 3600.0, gt=0, description="`motionctl canary` "
+                                     "stops following a Rollout after this (it carries on)")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090")
     probe_url: str | None = Field(default=None, description="Triton HTTP URL of the canary for "
                                   "the probe; unset: its in-cluster Service")
+    # Without Argo Rollouts (the chart's rollouts.enabled=false) `motionctl canary` steps the
+    # tracks itself with these; with it, the chart's values `rollouts.*` say the same.
     canary_weights: tuple[int, ...] = Field(default=(10, 50, 100), min_length=1,
                                             description="canary traffic %, step by step")
     step_wait_s: float = Field(default=300.0, ge=0, description="soak time before each analysis")

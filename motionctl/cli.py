@@ -253,13 +253,30 @@ def pipeline(to: str = typer.Option("champion", "--to",
 
 @app.command("canary")
 @friendly_errors
-def canary(version: int = typer.Option(..., "--version", min=1,
-                                       help="the motioncontrol-student version to roll out"),
+def canary(version: int | None = typer.Option(None, "--version", min=1,
+                                              help="the motioncontrol-student version to roll "
+                                              "out (run again to pick up a rollout you "
+                                              "stopped following)"),
+           status: bool = typer.Option(False, "--status", help="show the Rollout's step, "
+                                       "weight and analyses"),
+           abort: bool = typer.Option(False, "--abort", help="roll back to the stable version"),
+           promote: bool = typer.Option(False, "--promote", help="go on past a pause (a "
+                                        "manual gate)"),
+           retry: bool = typer.Option(False, "--retry", help="start an aborted rollout again"),
            dry_run: bool = typer.Option(False, "--dry-run",
                                         help="print the steps and the manifests; touch nothing")):
-    """Roll a model version out on Kubernetes: canary weights, analysis, promote or roll back."""
-    from deploy.canary import run_canary
+    """Roll a model version out on Kubernetes (Argo Rollouts, or the chart's two tracks
+    without it); `champion` moves when it serves all traffic and passes the promote gates."""
+    from deploy.canary import rollout_action, run_canary
 
+    actions = [name for name, on in (("status", status), ("abort", abort),
+                                     ("promote", promote), ("retry", retry)) if on]
+    if len(actions) + (version is not None) != 1:
+        raise typer.BadParameter("give --version N, or one of --status, --abort, --promote, "
+                                 "--retry")
+    if actions:
+        rollout_action(_settings(), actions[0], console=console)
+        return
     result = run_canary(_settings(), version, dry_run=dry_run, console=console)
     if result is not None and not result.promoted:
         raise typer.Exit(1)

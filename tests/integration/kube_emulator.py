@@ -19,6 +19,9 @@ CUSTOM_RESOURCES = {
     "gateway.networking.k8s.io/v1/grpcroutes": "GRPCRoute",
     "monitoring.coreos.com/v1/servicemonitors": "ServiceMonitor",
     "kubeflow.org/v1/pytorchjobs": "PyTorchJob",
+    "argoproj.io/v1alpha1/rollouts": "Rollout",
+    "argoproj.io/v1alpha1/analysistemplates": "AnalysisTemplate",
+    "argoproj.io/v1alpha1/analysisruns": "AnalysisRun",
 }
 
 

@@ -1,12 +1,17 @@
-"""The canary controller end to end without a cluster:
+"""`motionctl canary` end to end without a cluster, both ways (deploy/canary.py):
 
 - the cluster is kmock's Kubernetes API emulator on loopback (no cluster can run here); the
   chart is rendered by the real Helm engine and applied with the official client;
-- Prometheus is a tiny HTTP server on loopback answering the controller's PromQL with scripted
-  numbers, through the real Prometheus HTTP API shape (`/api/v1/query`);
-- MLflow is real (embedded SQLite under MC_HOME): promotion moves `champion`;
-- FAKES: only the model-repository build/upload and the evaluation probe are injected, because
-  `serving.repository` is being written in parallel by the serving issue.
+- with Argo Rollouts: no controller can run here, so the test plays Argo Rollouts' part
+  (`ScriptedController`): it writes the Rollout's status and AnalysisRuns through the API, as
+  the controller would, while the command follows them. What Argo's analysis itself decides is
+  tested against a real Prometheus and real tritonservers in test_rollout_analysis.py;
+- without Argo: Prometheus is a tiny HTTP server on loopback answering the command's PromQL
+  with scripted numbers, through the real Prometheus HTTP API shape (`/api/v1/query`);
+- MLflow is real (embedded SQLite under MC_HOME): the promotion gates read real evaluation
+  tags and promotion moves `champion`;
+- FAKES: the model-repository build/upload (tested for real in test_serving.py) and, without
+  Argo, the canary probe are injected.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ import pytest
 from mlflow import MlflowClient
 from rich.console import Console
 
-from deploy.canary import AppliedRelease, ProbeResult, Prometheus, run_canary, track_values
+from deploy.canary import (
+    AppliedRelease,
+    ProbeResult,
+    Prometheus,
+    rollout_action,
+    run_canary,
+    track_values,
+)
+from deploy.errors import CanaryError
+from deploy.rollout import RolloutClient, rollout_values
 from flows import registry, tracking
 from flows.settings import STUDENT_MODEL, load_settings
 
@@ -67,20 +81,38 @@ class ScriptedPrometheus:
         self.server.server_close()
 
 
-@pytest.fixture
-def cluster(kube, monkeypatch):
-    """Stable v1 serving on the emulated cluster, champion = v1 in a real (SQLite) MLflow."""
+# What `motionctl evaluate` tags on a version, read by the promotion gates: v2 beats the
+# champion v1 and the static reference; v3 loses to the static reference.
+EVALUATIONS = {
+    1: {"eval.ssim": "0.70", "eval.pose_pck": "0.40", "eval.latency_s": "2.0"},
+    2: {"eval.ssim": "0.74", "eval.pose_pck": "0.45", "eval.latency_s": "2.0"},
+    3: {"eval.ssim": "0.60", "eval.pose_pck": "0.20", "eval.latency_s": "2.0"},
+}
+STATIC = {"eval.static.ssim": "0.71", "eval.static.pose_pck": "0.42"}
+
+
+def registry_with_champion(monkeypatch):
+    """A real (SQLite) MLflow with evaluated versions 1-3, champion = v1."""
     monkeypatch.setenv("MC_KUBE__STEP_WAIT_S", "0")
+    monkeypatch.setenv("MC_KUBE__POLL_S", "0.01")
     monkeypatch.setenv("MC_KUBE__MIN_REQUESTS", "50")
     settings = load_settings()
     tracking.connect(settings)  # point mlflow at the embedded SQLite under MC_HOME
     client = MlflowClient()
     client.create_registered_model(STUDENT_MODEL)
-    for version in (1, 2):  # registry entries only: the weights are not what is tested here
+    for version, metrics in EVALUATIONS.items():  # the weights are not what is tested here
         weights_dir = settings.home / f"student-v{version}"
         weights_dir.mkdir(parents=True)
-        client.create_model_version(STUDENT_MODEL, source=weights_dir.as_uri())
+        client.create_model_version(STUDENT_MODEL, source=weights_dir.as_uri(),
+                                    tags={**metrics, **STATIC})
     registry.set_alias(settings, STUDENT_MODEL, "champion", 1)
+    return settings
+
+
+@pytest.fixture
+def cluster(kube, monkeypatch):
+    """Without Argo: stable v1 serving on the emulated cluster's two-track chart."""
+    settings = registry_with_champion(monkeypatch)
     release = AppliedRelease(settings, kube.api_client())
     release.apply(track_values({}, stable=1))
     return settings, release
@@ -179,3 +211,165 @@ def test_missing_builder_is_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "serving.repository", None)  # as if not written yet
     with pytest.raises(CanaryError, match="serving model-repository builder is missing"):
         default_build_and_upload(load_settings(), 2)
+
+
+def test_a_version_that_fails_the_gates_is_not_rolled_out(kube, cluster):
+    settings, release = cluster
+    with pytest.raises(CanaryError, match="fails the promotion gates.*static reference"):
+        run_canary(settings, 3, release=release, build_and_upload=lambda s, v: pytest.fail(
+            "built a version the gates refuse"), console=Console(file=io.StringIO()))
+    assert deployment(kube, "canary") is None
+
+
+# --- with Argo Rollouts -----------------------------------------------------------------------
+
+ROLLOUT = "argoproj.io/v1alpha1/rollouts"
+
+
+class ScriptedController:
+    """Plays Argo Rollouts: each time the command waits (its `sleep`), the next status in
+    `script` is written to the Rollout through the API, with an AnalysisRun when the entry
+    has `analysis` ({metric: (phase, value)}), as the controller would write them."""
+
+    def __init__(self, kube, script: list[dict]) -> None:
+        self.kube, self.script, self.calls = kube, list(script), 0
+        self.api = RolloutClient(kube.api_client(), RELEASE, NS).api
+
+    def write(self, status: dict, analysis: dict | None = None) -> None:
+        self.api.patch_namespaced_custom_object_status(
+            "argoproj.io", "v1alpha1", NS, "rollouts", RELEASE, {"status": status})
+        if analysis:
+            name = f"{RELEASE}-{status['currentPodHash']}-{status.get('currentStepIndex', 0)}"
+            run = {"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
+                   "metadata": {"name": name, "namespace": NS,
+                                "labels": {"rollouts-pod-template-hash": status["currentPodHash"]},
+                                "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1",
+                                                     "kind": "Rollout", "name": RELEASE,
+                                                     "uid": "u1"}]},
+                   "spec": {"metrics": []},
+                   "status": {"phase": "Running" if any(p == "Running" for p, _ in
+                                                        analysis.values()) else "Successful",
+                              "metricResults": [{"name": metric, "measurements": [
+                                  {"phase": phase, "value": value}]}
+                                  for metric, (phase, value) in analysis.items()]}}
+            self.api.create_namespaced_custom_object("argoproj.io", "v1alpha1", NS,
+                                                     "analysisruns", run)
+
+    def __call__(self, seconds: float) -> None:
+        self.calls += 1
+        if self.script:
+            step = self.script.pop(0)
+            if step == "interrupt":
+                raise KeyboardInterrupt
+            self.write(**step)
+
+
+def healthy(pod_hash: str) -> dict:
+    return {"status": {"phase": "Healthy", "currentPodHash": pod_hash, "stableRS": pod_hash,
+                       "currentStepIndex": 5, "canary": {"weights": {"canary": {"weight": 0}}}}}
+
+
+def progressing(step: int, weight: int, **analysis) -> dict:
+    return {"status": {"phase": "Progressing", "currentPodHash": "h2", "stableRS": "h1",
+                       "currentStepIndex": step,
+                       "canary": {"weights": {"canary": {"weight": weight}}}},
+            "analysis": analysis or None}
+
+
+@pytest.fixture
+def argo(kube, monkeypatch):
+    """With Argo: the chart's Rollout serving v1 (Healthy), champion = v1."""
+    settings = registry_with_champion(monkeypatch)
+    release = AppliedRelease(settings, kube.api_client())
+    release.apply(rollout_values({}, 1))
+    ScriptedController(kube, []).write(**healthy("h1"))
+    return settings, release, RolloutClient(kube.api_client(), RELEASE, NS)
+
+
+def roll(settings, release, rollout, controller, version=2):
+    built, out = [], io.StringIO()
+    result = run_canary(settings, version, release=release, rollout=rollout, sleep=controller,
+                        build_and_upload=lambda s, v: built.append(v) or f"model-repository/{v}/",
+                        console=Console(file=out, width=200))
+    return result, built, out.getvalue()
+
+
+def served_version(kube) -> tuple[str, list[str]]:
+    """The Rollout's pod template: its version label and what its init step fetches."""
+    template = kube.object(ROLLOUT, NS, RELEASE)["spec"]["template"]
+    [fetch] = template["spec"]["initContainers"]
+    return template["metadata"]["labels"]["motioncontrol.dev/model-version"], fetch["command"]
+
+
+def test_rollout_is_followed_to_healthy_then_champion_moves(kube, argo):
+    settings, release, rollout = argo
+    ok = {"error-rate": ("Successful", "[0]"), "p99-latency": ("Successful", "[1.02]"),
+          "request-count": ("Successful", "[40]")}
+    controller = ScriptedController(kube, [
+        progressing(1, 10), progressing(2, 10, **ok), progressing(4, 50, **ok),
+        healthy("h2")])
+    result, built, output = roll(settings, release, rollout, controller)
+
+    assert result.promoted and built == [2]
+    version, fetch = served_version(kube)
+    assert version == "2" and fetch[-4:] == ["--version", "2", "--dest", "/models"]
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 2
+    # the live table showed the analyses' measurements as the controller wrote them
+    assert "error-rate" in output and "1.02" in output and "Healthy" in output
+    # the command only changed the chart's version: weights are the controller's business
+    assert not kube.object(ROLLOUT, NS, RELEASE)["status"].get("abort")
+
+
+def test_an_aborted_rollout_leaves_champion_where_it_was(kube, argo):
+    settings, release, rollout = argo
+    failed = {"error-rate": ("Failed", "[0.35]")}
+    controller = ScriptedController(kube, [progressing(1, 10, **failed), {"status": {
+        "phase": "Degraded", "abort": True, "currentPodHash": "h2", "stableRS": "h1",
+        "message": "RolloutAborted: Metric \"error-rate\" assessed Failed"}}])
+    result, _, output = roll(settings, release, rollout, controller)
+
+    assert not result.promoted and "error-rate" in result.reason
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 1
+    assert "rolled back" in output and "0.35" in output
+
+
+def test_stopping_the_command_leaves_the_rollout_in_charge(kube, argo):
+    settings, release, rollout = argo
+    result, built, output = roll(settings, release, rollout,
+                                 ScriptedController(kube, [progressing(1, 10), "interrupt"]))
+    assert not result.promoted and "carries on" in output and built == [2]
+    assert served_version(kube)[0] == "2"  # nothing was undone
+    assert not kube.object(ROLLOUT, NS, RELEASE)["status"].get("abort")
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 1
+
+    out = io.StringIO()
+    state = rollout_action(settings, "status", console=Console(file=out, width=200),
+                           rollout=rollout)
+    assert state.phase == "Progressing" and state.canary_weight == 10
+    assert "Progressing" in out.getvalue()
+
+    # Argo finishes on its own; running the command again picks the rollout up (no rebuild)
+    ScriptedController(kube, []).write(**healthy("h2"))
+    result, built, _ = roll(settings, release, rollout, ScriptedController(kube, []))
+    assert result.promoted and built == []
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 2
+
+
+def test_manual_gate_abort_promote_and_retry_patch_the_rollout(kube, argo):
+    settings, release, rollout = argo
+    gate = {"status": {"phase": "Paused", "currentPodHash": "h2", "stableRS": "h1",
+                       "currentStepIndex": 6, "pauseConditions": [
+                           {"reason": "CanaryPauseStep", "startTime": "2026-12-02T00:00:00Z"}],
+                       "canary": {"weights": {"canary": {"weight": 50}}}}}
+    controller = ScriptedController(kube, [gate, "interrupt"])
+    _, _, output = roll(settings, release, rollout, controller)
+    assert "manual gate" in output
+
+    quiet = Console(file=io.StringIO())
+    rollout_action(settings, "promote", console=quiet, rollout=rollout)
+    assert not kube.object(ROLLOUT, NS, RELEASE)["status"].get("pauseConditions")
+    rollout_action(settings, "abort", console=quiet, rollout=rollout)
+    assert kube.object(ROLLOUT, NS, RELEASE)["status"]["abort"] is True
+    rollout_action(settings, "retry", console=quiet, rollout=rollout)
+    assert kube.object(ROLLOUT, NS, RELEASE)["status"]["abort"] is False
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 1
