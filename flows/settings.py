@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -129,6 +130,33 @@ class PromoteSettings(BaseModel):
     baseline_tolerance: float = Field(default=0.0, ge=0)
     latency_budget_s: float = Field(default=30.0, gt=0,
                                     description="end-to-end seconds per clip, CPU tiny profile")
+
+
+class ClientSettings(BaseModel):
+    """How the SDK and `motionctl animate` reach a server: the local one by default, or a
+    cluster's gateway over TLS with a bearer token. MC_CLIENT__<FIELD>."""
+
+    url: str | None = Field(default=None, description="gRPC HOST:PORT of the server or the "
+                            "cluster's gateway; unset: the local server (MC_TRITON_*)")
+    tls: bool = Field(default=False, description="TLS to the server (on by itself when a "
+                      "certificate is given)")
+    ca_cert: Path | None = Field(default=None, description="PEM of the CA that signed the "
+                                 "server's certificate; unset: the system's roots")
+    client_cert: Path | None = Field(default=None, description="PEM client certificate, for "
+                                     "a gateway that asks for one (mutual TLS)")
+    client_key: Path | None = Field(default=None, description="PEM key of client_cert")
+    token: SecretStr | None = Field(default=None, description="sent as `authorization: Bearer "
+                                    "<token>` with every call")
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> ClientSettings:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("give MC_CLIENT__CLIENT_CERT and MC_CLIENT__CLIENT_KEY together")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.ca_cert is not None or self.client_cert is not None
 
 
 class KubernetesSettings(BaseModel):
@@ -281,6 +309,7 @@ class Settings(BaseSettings):
     triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
     triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
     serve: ServeSettings = ServeSettings()
+    client: ClientSettings = ClientSettings()  # MC_CLIENT__*: TLS and auth towards a cluster
 
     @field_validator("video", "curation", mode="before")
     @classmethod

@@ -337,7 +337,8 @@ def animate(
     seed: int | None = typer.Option(None, help="same seed, same video"),
     motion_intensity: float | None = typer.Option(None, help="override the measured intensity"),
     out: Path = typer.Option(..., help="where to write the mp4"),
-    url: str | None = typer.Option(None, help="gRPC HOST:PORT (default: the local server)"),
+    url: str | None = typer.Option(None, help="gRPC HOST:PORT (default: MC_CLIENT__URL, else "
+                                   "the local server; TLS and token: MC_CLIENT__*)"),
 ) -> None:
     """Animate REFERENCE with the motion of DRIVING through the served model (gRPC)."""
     import time

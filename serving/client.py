@@ -8,6 +8,9 @@ model over gRPC, and verify a generated video's watermark and provenance.
 Inputs are paths or bytes. Sizes are checked here against the server's limits
 (MC_SERVE__*) before anything is sent; the server checks everything again. Calls retry on
 UNAVAILABLE (a server that is starting or restarting) with a growing pause.
+
+A cluster's gateway is reached with MC_CLIENT__* (flows/settings.py ClientSettings): its URL,
+TLS (a CA, and a client certificate for mutual TLS) and a bearer token sent with every call.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from flows.errors import MotionControlError, ServiceUnavailable
-from flows.settings import ServeSettings, Settings, get_settings
+from flows.settings import ClientSettings, ServeSettings, Settings, get_settings
 from models.errors import InvalidInput
 from models.video import read_mp4_metadata, read_video
 from models.watermark import WatermarkCheck, detect, provenance_of
@@ -61,6 +64,25 @@ class Verification:
         return f"{mark}; {origin}"
 
 
+def tls_credentials(reach: ClientSettings):
+    """gRPC channel credentials from the PEM files MC_CLIENT__* names (read here, so a
+    missing file is one clear line, not a handshake failure)."""
+    import grpc
+
+    def pem(path: Path | None, what: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise MotionControlError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=pem(reach.ca_cert, "MC_CLIENT__CA_CERT"),
+        private_key=pem(reach.client_key, "MC_CLIENT__CLIENT_KEY"),
+        certificate_chain=pem(reach.client_cert, "MC_CLIENT__CLIENT_CERT"))
+
+
 class MotionControlClient:
     """A gRPC connection to the served `motion_control` model."""
 
@@ -70,14 +92,18 @@ class MotionControlClient:
 
         settings = settings or get_settings()
         self.serve: ServeSettings = settings.serve
-        self.url = url or f"{settings.triton_host}:{settings.triton_grpc_port}"
+        reach = settings.client
+        self.url = url or reach.url or f"{settings.triton_host}:{settings.triton_grpc_port}"
         self.timeout_s = timeout_s or self.serve.request_timeout_s
         self.retries = retries
         self.max_message = self.serve.max_message_mb * 1024**2
+        self.headers = ({"authorization": f"Bearer {reach.token.get_secret_value()}"}
+                        if reach.token else None)
         self._grpc = grpcclient
-        self.client = grpcclient.InferenceServerClient(self.url, channel_args=[
-            ("grpc.max_send_message_length", self.max_message),
-            ("grpc.max_receive_message_length", self.max_message)])
+        self.client = grpcclient.InferenceServerClient(
+            self.url, creds=tls_credentials(reach) if reach.uses_tls else None,
+            channel_args=[("grpc.max_send_message_length", self.max_message),
+                          ("grpc.max_receive_message_length", self.max_message)])
 
     def _call(self, fn: Callable, what: str):
         """fn() with retries on UNAVAILABLE; one line a user can act on when it fails."""
@@ -94,7 +120,12 @@ class MotionControlClient:
                 if "UNAVAILABLE" in status:
                     raise ServiceUnavailable(
                         f"no MotionControl server at {self.url} ({what}): start one with "
-                        f"`make serve` (or pass --url HOST:PORT)") from None
+                        f"`make serve` (or pass --url HOST:PORT); a TLS gateway needs "
+                        f"MC_CLIENT__TLS=true ({exc.message()})") from None
+                if "UNAUTHENTICATED" in status or "PERMISSION_DENIED" in status:
+                    raise ServerError(
+                        f"{self.url} refused the call ({status}): set MC_CLIENT__TOKEN to a "
+                        f"token it accepts ({exc.message()})") from None
                 if "INVALID_ARGUMENT" in status:
                     raise InvalidInput(exc.message()) from None
                 if "DEADLINE_EXCEEDED" in status:
@@ -104,7 +135,8 @@ class MotionControlClient:
                 raise ServerError(f"the server failed ({status}): {exc.message()}") from None
 
     def ready(self) -> bool:
-        return bool(self._call(lambda: self.client.is_model_ready(ENTRY), "readiness"))
+        return bool(self._call(lambda: self.client.is_model_ready(ENTRY, headers=self.headers),
+                               "readiness"))
 
     def animate(self, reference: Media, driving: Media, prompt: str = "", *,
                 subject_library: Sequence[Media] | None = None, seed: int | None = None,
@@ -144,7 +176,8 @@ class MotionControlClient:
             inputs.append(tensor)
         outputs = [self._grpc.InferRequestedOutput("VIDEO")]
         result = self._call(lambda: self.client.infer(ENTRY, inputs, outputs=outputs,
-                                                      client_timeout=self.timeout_s),
+                                                      client_timeout=self.timeout_s,
+                                                      headers=self.headers),
                             "animate")
         return bytes(result.as_numpy("VIDEO").reshape(-1)[0])
 
