@@ -360,3 +360,63 @@ def judge(metric: dict, result: list[float]) -> str:
 ])
 def test_no_canary_data_never_passes(metric, result, verdict):
     assert judge(metrics_of(render())[metric], result) == verdict
+
+
+def test_queries_on_synthetic_series_with_promtool(tmp_path):
+    """The rendered PromQL, evaluated by Prometheus' own engine (promtool test rules) on
+    series shaped like the ServiceMonitor's: stable pod `a` is behind both Services until the
+    first step at 5 min (Argo points the canary Service at stable at rest), canary pod `b`
+    from then on. The real Triton + Prometheus test is tests/integration's."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    queries = {name: m["provider"]["prometheus"]["query"] for name, m in metrics_of(render()).items()}
+    labels = 'namespace="mc-test",model="motion_control",version="1"'
+
+    def series(name, service, pod, values):
+        return {"series": f'{name}{{{labels},service="{service}",instance="{pod}:8002",pod="{pod}"}}',
+                "values": values}
+
+    def scenario(canary_failures, canary_p99, canary_requests, expected):
+        p99 = "nv_inference_request_summary_us"
+        stable = [series("nv_inference_request_success", "mc-stable", "a", "0+10x40"),
+                  series("nv_inference_request_failure", "mc-stable", "a", "0+0x40"),
+                  series(p99, "mc-stable", "a", "100000x40"),
+                  series("nv_inference_request_success", "mc-canary", "a", "0+10x19 stale"),
+                  series("nv_inference_request_failure", "mc-canary", "a", "0+0x19 stale"),
+                  series(p99, "mc-canary", "a", "100000x19 stale")]
+        canary = [series("nv_inference_request_success", "mc-canary", "b", f"_x20 0+{canary_requests}x20"),
+                  series("nv_inference_request_failure", "mc-canary", "b", f"_x20 0+{canary_failures}x20"),
+                  series(p99, "mc-canary", "b", "_x20 " + " ".join([canary_p99] * 21))]
+        for s in stable + canary:  # the quantile label of the summaries
+            if s["series"].startswith(p99):
+                s["series"] = s["series"].replace("}", ',quantile="0.99"}')
+        return {"interval": "15s", "input_series": stable + canary,
+                "promql_expr_test": [
+                    # NaN never equals itself, in promtool's comparison too: test `x != x`
+                    {"expr": f"({queries[name]}) != bool ({queries[name]})", "eval_time": "9m",
+                     "exp_samples": [{"labels": "{}", "value": 1}]} if math.isnan(value) else
+                    {"expr": queries[name], "eval_time": "9m",
+                     "exp_samples": [{"labels": "{}", "value": value}]}
+                    for name, value in expected.items()]}
+
+    tests = [  # 16 canary requests (1 per scrape for 4 min); none of stable pod a's
+        scenario(0, "110000", 1, {"error-rate": 0, "p99-latency": 1.1, "request-count": 16}),
+        scenario(1, "300000", 1, {"error-rate": 0.5, "p99-latency": 3, "request-count": 32}),
+        scenario(0, "NaN", 0, {"error-rate": math.nan, "p99-latency": math.nan, "request-count": 0}),
+    ]
+    spec = tmp_path / "analysis_test.yaml"
+    spec.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "15s",
+                                    "tests": tests}, sort_keys=False))
+    proc = subprocess.run([promtool, "test", "rules", str(spec)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    metrics = metrics_of(render())
+    assert [judge(metrics[name], [value]) for name, value in
+            (("error-rate", 0.5), ("p99-latency", 3.0), ("request-count", 32.0))] == [
+        "Failed", "Failed", "Successful"]
