@@ -9,22 +9,36 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{/* The tracks that run: stable always, canary when enabled. Each item: name, version,
-     replicas, weight. Every per-track template ranges over this one list. */}}
+{{/* The tracks: each item name, version, replicas, weight; every per-track template ranges
+     over this one list. With Argo Rollouts both Services and route backends always exist
+     (the Rollout's stableService/canaryService) and the route weights at rest are 100/0:
+     the Gateway API plugin moves them during a rollout. Without it: stable always, canary
+     when canary.enabled, weighted by canary.weight. */}}
 {{- define "mc.tracks" -}}
+{{- if .Values.rollouts.enabled -}}
+{{- $version := toString .Values.version -}}
+{{- toJson (list (dict "name" "stable" "version" $version "replicas" .Values.replicas "weight" 100)
+                 (dict "name" "canary" "version" $version "replicas" .Values.replicas "weight" 0)) -}}
+{{- else -}}
 {{- $canaryWeight := 0 -}}
 {{- if .Values.canary.enabled -}}{{- $canaryWeight = int .Values.canary.weight -}}{{- end -}}
-{{- $tracks := list (dict "name" "stable" "version" (toString .Values.stable.version) "replicas" .Values.stable.replicas "weight" (sub 100 $canaryWeight)) -}}
+{{- $tracks := list (dict "name" "stable" "version" (toString .Values.version) "replicas" .Values.replicas "weight" (sub 100 $canaryWeight)) -}}
 {{- if .Values.canary.enabled -}}
 {{- $tracks = append $tracks (dict "name" "canary" "version" (toString .Values.canary.version) "replicas" .Values.canary.replicas "weight" $canaryWeight) -}}
 {{- end -}}
 {{- toJson $tracks -}}
 {{- end -}}
+{{- end -}}
 
+{{/* Pod selector. With a `track` (the Deployments): that track's pods only. Without (the
+     Rollout, its Services, PDB): all the release's Triton pods; Argo Rollouts adds the
+     rollouts-pod-template-hash to the Rollout's Services itself. */}}
 {{- define "mc.selector" -}}
 app.kubernetes.io/name: motioncontrol
 app.kubernetes.io/instance: {{ .root.Release.Name }}
-motioncontrol.dev/track: {{ .track.name }}
+{{- with .track }}
+motioncontrol.dev/track: {{ .name }}
+{{- end }}
 {{- end -}}
 
 {{- define "mc.serviceAccountName" -}}

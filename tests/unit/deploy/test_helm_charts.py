@@ -23,10 +23,12 @@ from flows.settings import REPO_ROOT
 
 KUBE_VERSION = "1.33.0"  # the oldest minor the GPU pools run (EKS standard support)
 # CRDs: the official schemas only describe built-in kinds. Gateway API routes, the Prometheus
-# operator's ServiceMonitor, Karpenter, Kueue and the Kubeflow PyTorchJob are installed by
-# their own projects (infra/README.md); their fields are checked by the tests that read them.
-CRD_KINDS = {"HTTPRoute", "GRPCRoute", "ServiceMonitor", "NodePool", "EC2NodeClass",
-             "ResourceFlavor", "ClusterQueue", "LocalQueue", "PyTorchJob"}
+# operator's ServiceMonitor, Argo Rollouts, Karpenter, Kueue and the Kubeflow PyTorchJob are
+# installed by their own projects (infra/README.md); their fields are checked by the tests that
+# read them (Argo's against its CRD schemas: test_rollout_chart.py).
+CRD_KINDS = {"HTTPRoute", "GRPCRoute", "ServiceMonitor", "Rollout", "AnalysisTemplate",
+             "NodePool", "EC2NodeClass", "ResourceFlavor", "ClusterQueue", "LocalQueue",
+             "PyTorchJob"}
 CHECKOV = REPO_ROOT / ".venv" / "checkov" / "bin" / "checkov"
 
 
@@ -136,6 +138,11 @@ def test_platform_worker_runs_flows_off_the_gpu_pool():
     ("motioncontrol", {"canary": {"enabled": True, "weight": 10}}, "/canary/version"),
     ("motioncontrol", {"canary": {"enabled": True, "version": "2", "weight": 120}}, "maximum"),
     ("motioncontrol", {"image": {"repository": "x", "tag": "latest"}}, "/image/tag"),
+    ("motioncontrol", {"stable": {"version": "2"}}, "/stable"),  # renamed: `version`
+    ("motioncontrol", {"version": "two"}, "/version"),
+    ("motioncontrol", {"rollouts": {"steps": [10, 100]}}, "/rollouts/steps/1"),
+    ("motioncontrol", {"rollouts": {"analysis": {"minRequests": 0}}}, "minRequests"),
+    ("motioncontrol", {"rollouts": {"analysis": {"maxErrorRate": 0.1}}}, "maxErrorRate"),
     ("motioncontrol", {"modelRepository": {"secretKey": "s3cr3t"}}, "secretKey"),
     ("platform", {"secrets": {"s3": "a", "postgres": "b", "password": "s3cr3t"}}, "password"),
 ])
