@@ -379,6 +379,7 @@ def run_rollout(settings: Settings, version: int, base: dict[str, Any], installe
     it to its end."""
     state = rollout.state() if installed else None
     result = CanaryResult(version, False)
+    stale = None  # the status the controller wrote before it saw the new version
     if state is not None and state.serves(version):
         console.print(f"v{version} already serves all traffic (Rollout Healthy)")
     elif state is not None and state.desired_version == str(version) and not state.failed:
@@ -388,9 +389,10 @@ def run_rollout(settings: Settings, version: int, base: dict[str, Any], installe
         result.repository = build_and_upload(settings, version)
         console.print(f"model repository of v{version}: {result.repository}")
         release.apply(rollout_values(base, version), wait=False)
+        stale = state.pod_hash if state is not None else None
         console.print(f"the Rollout now serves v{version} as its canary; Argo Rollouts runs "
                       "the steps (Ctrl-C stops following, not the rollout)")
-    state = follow(settings, version, rollout, sleep, console)
+    state = follow(settings, version, rollout, sleep, console, stale_hash=stale)
     if state is None:
         result.reason = "stopped following; the rollout carries on (motionctl canary --status)"
     elif state.failed:
@@ -409,18 +411,25 @@ def run_rollout(settings: Settings, version: int, base: dict[str, Any], installe
     return result
 
 
-def follow(settings: Settings, version: int, rollout: RolloutClient, sleep,
-           console) -> RolloutState | None:
+def follow(settings: Settings, version: int, rollout: RolloutClient, sleep, console,
+           stale_hash: str | None = None) -> RolloutState | None:
     """Poll the Rollout with a live table until it serves `version` at 100 %, fails, or the
-    timeout passes; None when the user stops following (Ctrl-C)."""
+    timeout passes; None when the user stops following (Ctrl-C). A status whose pod hash is
+    `stale_hash` predates the new version (the controller has not reconciled it yet): it
+    says nothing about this rollout."""
     from rich.live import Live
 
     deadline = time.monotonic() + settings.kube.rollout_timeout_s
     told_gate = False
     state = rollout.state()
+
+    def done(s: RolloutState) -> bool:
+        fresh = stale_hash is None or s.pod_hash != stale_hash
+        return fresh and (s.serves(version) or s.failed)
+
     try:
         with Live(state_table(version, state), console=console, auto_refresh=False) as live:
-            while not (state.serves(version) or state.failed or time.monotonic() > deadline):
+            while not (done(state) or time.monotonic() > deadline):
                 if "CanaryPauseStep" in state.paused and not told_gate:
                     live.console.print("paused at a manual gate: `motionctl canary --promote` "
                                        "goes on, `motionctl canary --abort` rolls back")
@@ -428,6 +437,7 @@ def follow(settings: Settings, version: int, rollout: RolloutClient, sleep,
                 sleep(settings.kube.poll_s)
                 state = rollout.state()
                 live.update(state_table(version, state), refresh=True)
+        console.print()
     except KeyboardInterrupt:
         console.print(f"stopped following; the Rollout of v{version} carries on under Argo "
                       "Rollouts: `motionctl canary --status`")

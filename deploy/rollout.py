@@ -45,6 +45,7 @@ class RolloutState:
     aborted: bool
     paused: list[str]  # pause reasons, e.g. CanaryPauseStep (a manual gate waits here)
     fully_promoted: bool  # the desired version is the stable one and takes all traffic
+    pod_hash: str | None  # of the pod template the controller last saw (status.currentPodHash)
     analyses: list[Analysis] = field(default_factory=list)
 
     def serves(self, version: int) -> bool:
@@ -82,7 +83,7 @@ def parse_state(rollout: dict, analysis_runs: list[dict]) -> RolloutState:
         aborted=bool(status.get("abort")),
         paused=[c.get("reason", "") for c in status.get("pauseConditions") or []],
         fully_promoted=bool(current) and current == status.get("stableRS"),
-        analyses=analyses)
+        pod_hash=current, analyses=analyses)
 
 
 class RolloutClient:

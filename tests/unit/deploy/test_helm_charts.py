@@ -204,7 +204,7 @@ def test_rendered_training_job_validates_strictly():
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
 
 
-def test_dry_run_prints_steps_and_manifests():
+def test_dry_run_prints_steps_and_manifests(tmp_path, monkeypatch):
     from io import StringIO
 
     from rich.console import Console
@@ -212,9 +212,22 @@ def test_dry_run_prints_steps_and_manifests():
     from deploy.canary import run_canary
     from flows.settings import load_settings
 
-    out = StringIO()
-    assert run_canary(load_settings(), 5, dry_run=True, console=Console(file=out, width=200)) is None
-    text = out.getvalue()
+    def plan() -> str:
+        out = StringIO()
+        assert run_canary(load_settings(), 5, dry_run=True,
+                          console=Console(file=out, width=200)) is None
+        return out.getvalue()
+
+    text = plan()  # the chart's default: Argo Rollouts runs the steps
+    assert "Argo Rollouts" in text and "Healthy at 100 %" in text
+    assert "kind: Rollout" in text and "kind: AnalysisTemplate" in text
+    assert "model-repository/5" in text and "motioncontrol.dev/model-version: '5'" in text
+    assert "kind: Deployment" not in text
+
+    values = tmp_path / "values.yaml"  # a cluster without Argo: this command steps the tracks
+    values.write_text("rollouts: {enabled: false}\nversion: '4'\n")
+    monkeypatch.setenv("MC_KUBE__VALUES_FILE", str(values))
+    text = plan()
     assert "canary at 10 %" in text and "canary at 100 %" in text and "promote" in text
     assert "kind: HTTPRoute" in text and "weight: 90" in text and "weight: 10" in text
-    assert "model-repository/5" in text
+    assert "kind: Rollout" not in text and "model-repository/5" in text
