@@ -7,6 +7,13 @@ from its version folder) and `infer(inputs) -> outputs` (dicts of numpy arrays b
 name). An `InvalidInput` raised anywhere in `infer` (e.g. by models/video.py's readers)
 becomes INVALID_ARGUMENT with its message; anything else becomes INTERNAL with the model's
 name, and the instance goes on serving.
+
+A server fault is raised out of `execute` rather than answered as an error response: Triton
+(2.51) counts an error response as a success in `nv_inference_request_success`, and only a
+raised `execute` in `nv_inference_request_failure`, the counter the rollout analysis reads
+(triton-inference-server/server#7713). A bad input stays an answered error: the request's
+fault, not the server's. Each `execute` gets one request (no dynamic batching), so raising
+fails no other request.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import triton_python_backend_utils as pb_utils
 
 from flows.settings import load_settings
 from models.errors import InvalidInput
-from serving.spec import ENTRY, MODELS, TensorSpec
+from serving.spec import ENTRY, MODELS, TensorSpec, fault_message
 
 log = logging.getLogger("motioncontrol.serving")
 
@@ -57,10 +64,13 @@ def read_inputs(request, specs) -> dict[str, np.ndarray | None]:
 INVALID_MARK = "[invalid input] "
 
 
-def error_response(message: str, invalid: bool) -> pb_utils.InferenceResponse:
-    code = pb_utils.TritonError.INVALID_ARG if invalid else pb_utils.TritonError.INTERNAL
-    return pb_utils.InferenceResponse(output_tensors=[],
-                                      error=pb_utils.TritonError(message, code))
+class ServerFault(Exception):
+    """A request failed through no fault of its own (Triton answers it INTERNAL)."""
+
+
+def invalid_input_response(message: str) -> pb_utils.InferenceResponse:
+    return pb_utils.InferenceResponse(
+        output_tensors=[], error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
 
 
 def call_model(name: str, inputs: dict[str, object]) -> dict[str, np.ndarray]:
@@ -75,7 +85,7 @@ def call_model(name: str, inputs: dict[str, object]) -> dict[str, np.ndarray]:
         message = response.error().message()
         if message.startswith(INVALID_MARK):
             raise InvalidInput(message[len(INVALID_MARK):])
-        raise RuntimeError(f"{name}: {message}")
+        raise RuntimeError(f"{name}: {fault_message(message)}")
     return {t.name: pb_utils.get_output_tensor_by_name(response, t.name).as_numpy()
             for t in spec.outputs}
 
@@ -122,20 +132,24 @@ class TritonModel:
         raise NotImplementedError
 
     def execute(self, requests) -> list:
-        return [self._answer(request) for request in requests]
+        answers = [self._answer(request) for request in requests]
+        faults = [fault for _, fault in answers if fault]
+        if faults:
+            raise ServerFault(faults[0])  # counted as a failure
+        return [response for response, _ in answers]
 
-    def _answer(self, request) -> pb_utils.InferenceResponse:
+    def _answer(self, request) -> tuple[pb_utils.InferenceResponse | None, str]:
+        """The response, or the message of a server fault."""
         try:
             outputs = self.infer(read_inputs(request, self.spec.inputs))
             return pb_utils.InferenceResponse(
-                output_tensors=[to_tensor(t, outputs[t.name]) for t in self.spec.outputs])
+                output_tensors=[to_tensor(t, outputs[t.name]) for t in self.spec.outputs]), ""
         except InvalidInput as exc:
             mark = "" if self.name == ENTRY else INVALID_MARK
-            return error_response(mark + str(exc), invalid=True)
-        except Exception as exc:  # noqa: BLE001 - answer the request, keep the instance up
+            return invalid_input_response(mark + str(exc)), ""
+        except Exception as exc:  # noqa: BLE001 - the request fails, the instance goes on
             log.error("%s failed:\n%s", self.name, traceback.format_exc())
-            return error_response(f"{self.name} failed: {type(exc).__name__}: {exc}",
-                                  invalid=False)
+            return None, f"{self.name} failed: {type(exc).__name__}: {exc}"
 
     def finalize(self) -> None:
         pass

@@ -29,7 +29,7 @@ from models.errors import InvalidInput
 from models.video import read_mp4_metadata, read_video
 from models.watermark import WatermarkCheck, detect, provenance_of
 from serving.limits import check_library, check_prompt, check_seed, check_upload
-from serving.spec import ENTRY, MODELS
+from serving.spec import ENTRY, MODELS, fault_message
 
 Media = str | os.PathLike | bytes
 
@@ -132,7 +132,8 @@ class MotionControlClient:
                     raise ServiceUnavailable(
                         f"the server did not answer within {self.timeout_s:g} s "
                         f"(MC_SERVE__REQUEST_TIMEOUT_S)") from None
-                raise ServerError(f"the server failed ({status}): {exc.message()}") from None
+                raise ServerError(f"the server failed ({status}): "
+                                  f"{fault_message(exc.message())}") from None
 
     def ready(self) -> bool:
         return bool(self._call(lambda: self.client.is_model_ready(ENTRY, headers=self.headers),

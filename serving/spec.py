@@ -13,9 +13,21 @@ the BLS orchestrator's process stays small).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 ENTRY = "motion_control"
+
+# A model's server fault is raised out of `execute` (serving/backend.py), and Triton wraps
+# its message: "Failed to process the request(s) for model 'student_dit_0_0', message:
+# ServerFault: <ours>" plus the stub's traceback after a blank line.
+_TRITON_WRAPPING = re.compile(r"Failed to process the request\(s\) for model '[^']*', "
+                              r"message: ServerFault: ")
+
+
+def fault_message(message: str) -> str:
+    """The message of a server fault without Triton's wrapping and traceback: one line."""
+    return _TRITON_WRAPPING.sub("", message.split("\n\nAt:")[0]).strip()
 
 
 @dataclass(frozen=True)
