@@ -60,6 +60,10 @@ class TritonServer:
             "--grpc-address", s.triton_host, "--grpc-port", str(s.triton_grpc_port),
             "--metrics-address", s.triton_host, "--metrics-port", str(s.triton_metrics_port),
             "--allow-metrics", "true", "--allow-cpu-metrics", "true",
+            # p99 latency per model, as the chart's pods expose it for the rollout analysis
+            # (nv_inference_request_summary_us; helm/motioncontrol/templates/deployment.yaml)
+            "--metrics-config=summary_latencies=true",
+            "--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,0.99:0.001",
             "--exit-timeout-secs", "10", "--log-verbose", "0",
         ]
 
