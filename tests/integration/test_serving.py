@@ -8,15 +8,7 @@ start costs ~40 s, mostly loading SmolLM2)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
-import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -30,41 +22,16 @@ from models.video import encode_mp4, read_video
 from motionctl.cli import app
 from serving.client import MotionControlClient, verify
 from serving.repository import build_and_upload, fetch_repository
-from tests.conftest import free_port
+from tests.integration.served import Served, serving_env, start_serving
 from tests.tiny_models import publish_tiny_student
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 9  # the tiny student's clip length; driving clips of 17 frames take two windows
-
-
-@dataclass
-class Served:
-    """`motionctl serve` running in a child process, and where it listens."""
-
-    process: subprocess.Popen
-    settings: object
-    version: int
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.settings.triton_host}:{self.settings.triton_grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return (f"http://{self.settings.triton_host}:{self.settings.triton_metrics_port}"
-                "/metrics")
-
-    def family(self) -> list[psutil.Process]:
-        root = psutil.Process(self.process.pid)
-        return [root, *root.children(recursive=True)]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("serving-home")
-    env = {"MC_HOME": str(home), "MC_TRITON_HTTP_PORT": str(free_port()),
-           "MC_TRITON_GRPC_PORT": str(free_port()), "MC_TRITON_METRICS_PORT": str(free_port()),
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = serving_env(home)
     mp = pytest.MonkeyPatch()
     for key, value in env.items():
         mp.setenv(key, value)
@@ -74,30 +41,12 @@ def server(tmp_path_factory):
     assert prefix == f"model-repository/{version}/"
     # as the serving pod's init step does on a cluster
     repository = fetch_repository(settings, version, home / "served")
-    # `motionctl serve` as a user runs it, this checkout's code first on the path.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "motionctl", "serve", "--repository", str(repository)],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
-             "COLUMNS": "200"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    served = Served(process, settings, version)
-    output = []
+    served = start_serving(repository, env, version)
     try:
-        for line in process.stdout:  # until the server is ready, or the command ends
-            output.append(line)
-            if line.startswith("ready"):
-                break
-        assert output and output[-1].startswith("ready"), "".join(output)
-        assert any(served.grpc_url in line for line in output), "".join(output)
-        family = served.family()
-        yield served
+        yield served.wait_ready()
     finally:
-        process.send_signal(signal.SIGTERM)  # what Kubernetes or Ctrl-C sends
-        rest, _ = process.communicate(timeout=60)
+        served.stop()
         mp.undo()
-    assert process.returncode == 0 and "tritonserver stopped" in rest, rest
-    assert not [p.pid for p in family if p.is_running() and
-                p.status() != psutil.STATUS_ZOMBIE], "tritonserver left processes behind"
 
 
 @pytest.fixture(scope="module")

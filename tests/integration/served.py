@@ -1,0 +1,100 @@
+"""`motionctl serve --repository` in a child process, as a user runs it, for the integration
+tests that need a real tritonserver (test_serving, test_rollout_analysis).
+
+    env = serving_env(home)                       # its own MC_HOME and free loopback ports
+    served = start_serving(repository, env, version)
+    served.wait_ready()                           # start several, then wait: they load in parallel
+    ...
+    served.stop()                                 # SIGTERM; asserts a clean exit
+
+A start costs ~40 s (mostly loading SmolLM2) and ~1.5 GB of memory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flows.settings import Settings, load_settings
+from tests.conftest import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def serving_env(home: Path) -> dict[str, str]:
+    """MC_* for one server: its own home and free ports."""
+    return {"MC_HOME": str(home), "MC_TRITON_HTTP_PORT": str(free_port()),
+            "MC_TRITON_GRPC_PORT": str(free_port()), "MC_TRITON_METRICS_PORT": str(free_port()),
+            "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        return load_settings()
+
+
+@dataclass
+class Served:
+    """`motionctl serve` running in a child process, and where it listens."""
+
+    process: subprocess.Popen
+    settings: Settings
+    version: int
+    output: list[str] = field(default_factory=list)
+    processes_when_ready: list[psutil.Process] = field(default_factory=list)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.settings.triton_host}:{self.settings.triton_grpc_port}"
+
+    @property
+    def metrics_address(self) -> str:
+        return f"{self.settings.triton_host}:{self.settings.triton_metrics_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics_address}/metrics"
+
+    def family(self) -> list[psutil.Process]:
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
+    def wait_ready(self) -> Served:
+        for line in self.process.stdout:  # until the server is ready, or the command ends
+            self.output.append(line)
+            if line.startswith("ready"):
+                break
+        text = "".join(self.output)
+        assert self.output and self.output[-1].startswith("ready"), text
+        assert any(self.grpc_url in line for line in self.output), text
+        self.processes_when_ready = self.family()
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM (what Kubernetes or Ctrl-C sends); the server and its stubs must exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        rest, _ = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0 and "tritonserver stopped" in rest, rest
+        assert not [p.pid for p in self.processes_when_ready if p.is_running() and
+                    p.status() != psutil.STATUS_ZOMBIE], "tritonserver left processes behind"
+
+
+def start_serving(repository: Path, env: dict[str, str], version: int) -> Served:
+    """`motionctl serve --repository` with `env` over this process's, this checkout's code
+    first on the path; returns at once (see Served.wait_ready)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "motionctl", "serve", "--repository", str(repository)],
+        env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
+             "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return Served(process, settings_of(env), version)
