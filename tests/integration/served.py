@@ -5,7 +5,7 @@ tests that need a real tritonserver (test_serving, test_rollout_analysis).
     served = start_serving(repository, env, version)
     served.wait_ready()                           # start several, then wait: they load in parallel
     ...
-    served.stop()                                 # SIGTERM; asserts a clean exit
+    served.stop()                                 # SIGTERM; asserts a clean exit (stop_all: several)
 
 A start costs ~40 s (mostly loading SmolLM2) and ~1.5 GB of memory.
 """
@@ -79,14 +79,26 @@ class Served:
         self.processes_when_ready = self.family()
         return self
 
-    def stop(self) -> None:
-        """SIGTERM (what Kubernetes or Ctrl-C sends); the server and its stubs must exit."""
+    def terminate(self) -> None:
+        """SIGTERM, what Kubernetes or Ctrl-C sends (see stop)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Terminate and wait: the server and its stubs must exit cleanly."""
+        self.terminate()
         rest, _ = self.process.communicate(timeout=60)
         assert self.process.returncode == 0 and "tritonserver stopped" in rest, rest
         assert not [p.pid for p in self.processes_when_ready if p.is_running() and
                     p.status() != psutil.STATUS_ZOMBIE], "tritonserver left processes behind"
+
+
+def stop_all(servers: list[Served]) -> None:
+    """All stopping at once (each takes several seconds to drain and unload)."""
+    for served in servers:
+        served.terminate()
+    for served in servers:
+        served.stop()
 
 
 def start_serving(repository: Path, env: dict[str, str], version: int) -> Served:
