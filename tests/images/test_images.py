@@ -7,7 +7,8 @@ network, so a server started inside answers on this machine's loopback.
 
 - serving image: tritonserver serves a repository built from a registered tiny student (its
   weights untrained: the image is under test, not the video) and answers a real request over
-  gRPC with a watermarked mp4, and a bad one with INVALID_ARGUMENT;
+  gRPC with a watermarked mp4, and a bad one with INVALID_ARGUMENT; the rollout probe
+  (`python -m serving.probe`) runs inside it;
 - platform image: `motionctl doctor` passes, and a tiny dataset is curated and one training
   step of the video VAE runs.
 """
@@ -165,6 +166,17 @@ def test_serving_image_answers_a_request_with_a_watermarked_mp4(served, tmp_path
     assert read_video(video).fps == pytest.approx(clip.fps)
     check = verify(video)
     assert check.watermark.found and check.provenance["version"] == str(version), check
+
+
+def test_serving_image_runs_the_rollout_probe(served):
+    """The chart's probe Job: `python -m serving.probe` inside the serving image."""
+    url, _, _ = served
+    with container(SERVING) as name:
+        proc = subprocess.run(run_in(name, ["python", "-m", "serving.probe", "--url", url,
+                                            "--requests", "2"]),
+                              capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"{url}: 2/2 ok, 0 failed"), proc.stdout
 
 
 def test_serving_image_refuses_a_bad_request_with_invalid_argument(served):
