@@ -1,4 +1,5 @@
-"""The rollout analysis for real: the PromQL of the chart's rendered AnalysisTemplate,
+"""The rollout analysis for real: the PromQL of the chart's AnalysisTemplate (rendered by
+deploy.charts for release "mc" in namespace "mc-test", its window sized to the load),
 evaluated by a real Prometheus (Debian's `prometheus`) scraping real tritonservers under the
 probe's load, must pass a good canary and fail a bad one.
 
@@ -28,6 +29,7 @@ import httpx
 import pytest
 import yaml
 
+from deploy import charts
 from flows.errors import MotionControlError
 from serving.repository import build_and_upload, fetch_repository
 from serving.tritonserver import find_triton
@@ -65,73 +67,18 @@ def analysis_values(window: str) -> dict:
     return {"rollouts": {"analysis": {"window": window, "minRequests": REQUESTS}}}
 
 
-def chart_has_rollouts() -> bool:
-    values = yaml.safe_load((REPO_ROOT / "helm/motioncontrol/values.yaml").read_text())
-    return "rollouts" in values
-
-
-def rendered_analysis_metrics(window: str) -> dict[str, dict]:
+def analysis_metrics(window: str) -> dict[str, dict]:
     """The metrics of the chart's AnalysisTemplate(s), by name, for release mc in mc-test."""
-    from deploy import charts
-
     objects = charts.manifests("motioncontrol", analysis_values(window), release=RELEASE,
                                namespace=NAMESPACE)
-    templates = [o for o in objects if o["kind"] == "AnalysisTemplate"]
-    assert templates, "the chart renders no AnalysisTemplate"
-    return {m["name"]: m for t in templates for m in t["spec"]["metrics"]}
-
-
-def draft_analysis_metrics_until_the_chart_lands(window: str) -> dict[str, dict]:
-    """FALLBACK, to delete once helm/motioncontrol renders the AnalysisTemplate (issue 18):
-    the metrics as the shared contract describes them, with the chart's default thresholds
-    (maxErrorRateIncrease 0.01, maxP99LatencyRatio 1.5) and this test's minRequests."""
-
-    def track(metric: str, service: str, extra: str = "") -> str:
-        return (f'{metric}{{namespace="{NAMESPACE}",service="{RELEASE}-{service}",'
-                f'model="motion_control"{extra}}}')
-
-    def increase(metric: str, service: str) -> str:
-        return f"sum(increase({track(metric, service)}[{window}]))"
-
-    def requests(service: str) -> str:
-        return (f"({increase('nv_inference_request_success', service)} + "
-                f"{increase('nv_inference_request_failure', service)})")
-
-    def error_rate(service: str) -> str:
-        return f"({increase('nv_inference_request_failure', service)} / {requests(service)})"
-
-    def p99(service: str) -> str:
-        quantile = ',quantile="0.99"'
-        return f"max({track('nv_inference_request_summary_us', service, quantile)})"
-
-    return {
-        "error-rate": {
-            "query": f"{error_rate('canary')} - {error_rate('stable')}",
-            "successCondition": "len(result) == 1 && result[0] <= 0.01",
-            "failureCondition": "len(result) == 1 && result[0] > 0.01"},
-        "p99-latency": {
-            "query": f"{p99('canary')} / {p99('stable')}",
-            "successCondition": "len(result) == 1 && result[0] <= 1.5",
-            "failureCondition": "len(result) == 1 && result[0] > 1.5"},
-        "request-count": {
-            "query": requests("canary"),
-            "successCondition": f"len(result) == 1 && result[0] >= {REQUESTS}",
-            "failureCondition": "false"},  # too few requests: inconclusive, not failed
-    }
-
-
-def analysis_metrics(window: str) -> dict[str, dict]:
-    if chart_has_rollouts():
-        metrics = rendered_analysis_metrics(window)
-    else:
-        metrics = draft_analysis_metrics_until_the_chart_lands(window)
+    metrics = {m["name"]: m for o in objects if o["kind"] == "AnalysisTemplate"
+               for m in o["spec"]["metrics"]}
     assert set(METRICS) <= set(metrics), sorted(metrics)
     return {name: metrics[name] for name in METRICS}
 
 
 def query_of(metric: dict) -> str:
-    query = metric["provider"]["prometheus"]["query"] if "provider" in metric \
-        else metric["query"]
+    query = metric["provider"]["prometheus"]["query"]
     assert "{{" not in query, f"an unrendered template argument in {query!r}"
     return query
 

@@ -50,9 +50,8 @@ def test_an_unreachable_url_is_one_line_and_exit_1():
         [sys.executable, "-m", "serving.probe", "--url", url, "--requests", "2"],
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines() == [
-        f"{url}: unreachable: no MotionControl server at {url} (readiness): start one with "
-        f"`make serve` (or pass --url HOST:PORT)"], proc.stdout
+    [line] = proc.stdout.splitlines()
+    assert line.startswith(f"{url}: unreachable: no MotionControl server at {url}"), line
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
