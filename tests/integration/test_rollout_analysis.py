@@ -51,10 +51,10 @@ except MotionControlError as exc:
 
 RELEASE, NAMESPACE = "mc", "mc-test"
 METRICS = ("error-rate", "p99-latency", "request-count")
-REQUESTS = 10  # per track: a bounded load, over the template's minRequests below
-FRAMES = 9  # the tiny student's clip length, as the probe's driving clip
+REQUESTS = 10  # per track: a bounded load; also the template's minRequests (all are scraped)
+FRAMES = 9  # the tiny student's window, the probe's clip length (serving.probe.FRAMES)
 SERVER_ENV = {
-    # SmolLM2 rewrites every prompt: a few tokens keep a request around a second on CPU
+    # SmolLM2 rewrites every prompt: a few tokens keep each request short on CPU
     "MC_SERVE__PROMPT_MAX_NEW_TOKENS": "8",
 }
 SCRAPE_INTERVAL_S = 1
