@@ -373,3 +373,17 @@ def test_manual_gate_abort_promote_and_retry_patch_the_rollout(kube, argo):
     rollout_action(settings, "retry", console=quiet, rollout=rollout)
     assert kube.object(ROLLOUT, NS, RELEASE)["status"]["abort"] is False
     assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 1
+
+
+def test_a_healthy_rollout_of_a_version_that_no_longer_passes_the_gates_keeps_champion(
+        kube, argo):
+    settings, release, rollout = argo
+
+    def reevaluated(seconds):  # v2 is evaluated again while it rolls out, and loses
+        MlflowClient().set_model_version_tag(STUDENT_MODEL, "2", "eval.ssim", "0.50")
+        ScriptedController(kube, []).write(**healthy("h2"))
+
+    result, built, output = roll(settings, release, rollout, reevaluated)
+    assert built == [2] and not result.promoted and result.reason == "fails the promotion gates"
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 1
+    assert "champion is unchanged" in output and "static reference" in output
