@@ -55,7 +55,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.99  # the EMA weights are what a stage registers
     zero_stage: int = 1  # DeepSpeed ZeRO: optimizer states sharded across ranks
-    bf16: bool = False  # CPUs here lack fast bf16; True on GPUs
+    bf16: bool = False  # bf16 autocast of the forward on GPUs (ignored on CPUs: no fast bf16)
+    activation_checkpointing: bool = False  # recompute the DiT blocks in backward: memory
+    compile: bool = False  # torch.compile the model (DeepSpeed's engine.compile)
     log_every: int = 5
     val_every: int = 50
     val_batches: int = 2
@@ -192,8 +194,9 @@ def base() -> RunConfig:
         train=TrainConfig(
             stages={0: StageConfig(0, 0.0, 1), 1: StageConfig(50_000, 5e-5, 32),
                     2: StageConfig(30_000, 5e-5, 32), 3: StageConfig(50_000, 5e-5, 32)},
-            zero_stage=2, bf16=True, val_every=1000, sample_every=5000, checkpoint_every=1000,
-            log_every=50, id_every=200),
+            zero_stage=2, bf16=True, activation_checkpointing=True, compile=True,
+            val_every=1000, sample_every=5000, checkpoint_every=1000, log_every=50,
+            id_every=200),
         distill=DistillConfig(guidance=StageConfig(10_000, 2e-5, 32),
                               steps=StageConfig(20_000, 2e-5, 32)),
         sampling=sampling)

@@ -95,6 +95,9 @@ class TrainSettings(BaseModel):
                                 "conditions while the model trains; 0: in the rank itself")
     launcher: Literal["local", "kubernetes"] | None = Field(
         default=None, description="unset: kubernetes on the base profile, else local")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where each rank trains: auto = one GPU per rank (NCCL) "
+        "when torch sees CUDA, else the CPU (gloo)")
 
 
 class EvaluateSettings(BaseModel):

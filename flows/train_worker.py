@@ -4,7 +4,9 @@ Run by the `train` flow through torchrun (locally) or in the pods of a Kubernete
 
     python -m torch.distributed.run --standalone --nproc_per_node=N -m flows.train_worker PLAN.json
 
-Each rank streams its share of the dataset shards from the object store. Rank 0 logs to the
+Each rank trains on one GPU with NCCL when torch sees CUDA (`MC_TRAIN__DEVICE`), the forward
+in bf16 autocast when the run config asks; else on the CPU with gloo. Each rank streams its
+share of the dataset shards from the object store. Rank 0 logs to the
 MLflow run named in the plan, reports progress to the launcher, checkpoints to the store every
 `checkpoint_every` steps (a killed run resumes from the newest one) and, at the end, writes the
 EMA weights that the next stage starts from.
@@ -12,11 +14,14 @@ EMA weights that the next stage starts from.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +56,12 @@ from models.text import TextEncoder
 # --- the model and its objective, chosen once per run ---------------------------------------
 
 
-def vae_run(plan: TrainPlan):
-    return build_model(plan.model), VAEObjective(plan.run.resolution, plan.run.train.kl_weight)
+def vae_run(plan: TrainPlan, device: torch.device):
+    return build_model(plan.model), VAEObjective(plan.run.resolution, plan.run.train.kl_weight,
+                                                 device=device)
 
 
-def teacher_run(plan: TrainPlan):
+def teacher_run(plan: TrainPlan, device: torch.device):
     """A teacher stage starts from the previous one (its new condition paths at zero)."""
     run, cfg = plan.run, plan.run.train
     model = _start_from_parent(plan)
@@ -66,39 +72,39 @@ def teacher_run(plan: TrainPlan):
         guidance=GuidanceConfig(text_scale=run.sampling.text_scale,
                                 reference_scale=run.sampling.reference_scale, prune=False),
         shift=run.sampling.timestep_shift, region_alpha=cfg.region_alpha,
-        id_weight=cfg.id_weight, id_every=cfg.id_every)
+        id_weight=cfg.id_weight, id_every=cfg.id_every, device=device)
     return model, objective
 
 
-def guidance_run(plan: TrainPlan):
+def guidance_run(plan: TrainPlan, device: torch.device):
     """The guidance stage: a student learns the teacher's guided velocity at random scales."""
     run = plan.run
-    loss = GuidanceDistillation(_part(plan.teacher_weights, "dit"),
+    loss = GuidanceDistillation(_part(plan.teacher_weights, "dit").to(device),
                                 text_range=run.distill.text_range,
                                 reference_range=run.distill.reference_range,
                                 shift=run.sampling.timestep_shift)
-    return _student(plan, loss)
+    return _student(plan, loss, device)
 
 
-def steps_run(plan: TrainPlan):
+def steps_run(plan: TrainPlan, device: torch.device):
     """The steps stage: one student step per segment of the guidance-stage model's path."""
     run = plan.run
-    loss = StepDistillation(_part(plan.teacher_weights, "dit"),
+    loss = StepDistillation(_part(plan.teacher_weights, "dit").to(device),
                             student_steps=run.sampling.student_steps,
                             teacher_steps=run.distill.segment_steps,
                             shift=run.sampling.timestep_shift)
-    return _student(plan, loss)
+    return _student(plan, loss, device)
 
 
 RUNS = {"vae": vae_run, "teacher": teacher_run, "guidance": guidance_run, "steps": steps_run}
 
 
-def _student(plan: TrainPlan, loss):
+def _student(plan: TrainPlan, loss, device: torch.device):
     """A student starts as the model it imitates (plus a zero-initialised guidance input)."""
     objective = DistillationObjective(_part(plan.vae_weights, "vae"), TextEncoder(),
                                       plan.run.resolution, distill=loss,
                                       steps=plan.model["sampler_steps"],
-                                      shift=plan.run.sampling.timestep_shift)
+                                      shift=plan.run.sampling.timestep_shift, device=device)
     return _start_from_parent(plan), objective
 
 
@@ -114,15 +120,44 @@ def _part(model_uri: str, name: str) -> torch.nn.Module:
     return download_part(model_uri, name)[0]
 
 
+# --- where a rank trains ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    backend: str  # of torch.distributed: nccl between GPUs, gloo between CPU processes
+    bf16: bool  # the forward in bf16 autocast (fp32 weights and optimizer states)
+
+    def autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+def placement(requested: str, bf16: bool) -> Placement:
+    """One GPU per rank (torchrun's LOCAL_RANK) with NCCL when CUDA is wanted and there,
+    else the CPU with gloo; bf16 only on a GPU (this machine's CPUs have no fast bf16)."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return Placement(torch.device("cpu"), "gloo", False)
+    if not torch.cuda.is_available():
+        raise RuntimeError("MC_TRAIN__DEVICE=cuda but torch sees no GPU: check the node's "
+                           "driver and that this is the CUDA image (VARIANT=cuda make images), "
+                           "or set MC_TRAIN__DEVICE=auto")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local_rank)
+    return Placement(torch.device("cuda", local_rank), "nccl", bf16)
+
+
 # --- data -----------------------------------------------------------------------------------
 
 
-def batches(dataset, batch_size: int, workers: int):
+def batches(dataset, batch_size: int, workers: int, pin_memory: bool):
     """Endless batches, a new shard order every epoch, their conditions prepared by
-    `workers` DataLoader processes (0: in this one) while the model trains."""
+    `workers` DataLoader processes (0: in this one) while the model trains; pinned for a
+    faster copy to the GPU."""
     return iter(DataLoader(Endless(dataset), batch_size=batch_size, num_workers=workers,
-                           prefetch_factor=2 if workers else None,
-                           pin_memory=torch.cuda.is_available()))
+                           prefetch_factor=2 if workers else None, pin_memory=pin_memory))
 
 
 # --- schedule -------------------------------------------------------------------------------
@@ -145,7 +180,9 @@ def deepspeed_config(plan: TrainPlan) -> dict:
         "gradient_accumulation_steps": 1,
         "gradient_clipping": cfg.grad_clip,
         "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.bf16},
+        # bf16 is autocast in the loop (Placement): DeepSpeed keeps fp32 weights, so the EMA
+        # copy and the frozen VAE/teacher stay in the precision they were saved in.
+        "bf16": {"enabled": False},
         "steps_per_print": 10**9,  # progress goes through the launcher, not DeepSpeed's log
         "wall_clock_breakdown": False,
     }
@@ -167,7 +204,8 @@ def main(plan_path: str) -> None:
     def log(metrics: dict, step: int) -> None:
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, step=step)
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    where = placement(settings.train.device, cfg.bf16)
+    deepspeed.init_distributed(dist_backend=where.backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(settings.train.threads)
     torch.manual_seed(plan.seed + rank)
@@ -188,7 +226,10 @@ def main(plan_path: str) -> None:
     val = [b for _, b in zip(range(cfg.val_batches),
                              DataLoader(val_data, batch_size=plan.batch_size), strict=False)]
 
-    model, objective = RUNS[plan.objective](plan)
+    model, objective = RUNS[plan.objective](plan, where.device)
+    model.to(where.device)
+    if cfg.activation_checkpointing and hasattr(model, "gradient_checkpointing"):
+        model.gradient_checkpointing = True
     # The EMA copy is taken before DeepSpeed wraps the model, so it stays a plain module
     # (no hooks into the process group).
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
@@ -199,6 +240,8 @@ def main(plan_path: str) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                            lr_scheduler=scheduler,
                                            config=deepspeed_config(plan))
+    if cfg.compile:
+        engine.compile()
 
     start = resume(engine, ema, store, plan, rank)
     if rank == 0:
@@ -208,10 +251,12 @@ def main(plan_path: str) -> None:
         emit({"event": "start", "step": start, "total": plan.steps, "stage": plan.stage})
         if start == 0:
             log({"val_loss": objective.validate(engine.module, val)}, 0)
-    data = batches(train_data, plan.batch_size, settings.train.loader_workers)
+    data = batches(train_data, plan.batch_size, settings.train.loader_workers,
+                   pin_memory=where.device.type == "cuda")
     started, seen = time.perf_counter(), 0
     for step in range(start, plan.steps):
-        losses = objective.loss(engine, next(data), step=step, generator=generator)
+        with where.autocast():
+            losses = objective.loss(engine, next(data), step=step, generator=generator)
         engine.backward(losses["total"])
         engine.step()
         ema.update_parameters(engine.module)
@@ -236,6 +281,7 @@ def main(plan_path: str) -> None:
     if rank == 0:
         final = ema.module
         objective.finalize(final, val)
+        final = final.cpu()  # saved weights load anywhere
         meta = {**plan.model, "frames": manifest["clip_spec"]["frames"],
                 "dataset_digest": plan.dataset_digest}
         # The run's model, the one copy of its weights: a DiT with the VAE it was trained
@@ -256,7 +302,7 @@ def resume(engine, ema, store: ObjectStore, plan: TrainPlan, rank: int) -> int:
     with tempfile.TemporaryDirectory(prefix="mc-resume-") as tmp:
         folder = download_checkpoint(store, plan.run_id, tag, Path(tmp))
         _, client = engine.load_checkpoint(str(folder.parent), tag=tag)
-        ema.load_state_dict(torch.load(folder / "ema.pt", map_location="cpu"))
+        ema.load_state_dict(torch.load(folder / "ema.pt", map_location=engine.device))
     step = int(client["step"])
     if rank == 0:
         print(f"resumed {plan.run_id} from {tag} (step {step})", flush=True)

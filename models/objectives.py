@@ -62,12 +62,15 @@ def _evaluating(model: nn.Module):
 class VAEObjective:
     """Stage 0: reconstruct the clips at `size`²."""
 
-    def __init__(self, size: int, kl_weight: float):
-        self.size, self.kl_weight = size, kl_weight
+    def __init__(self, size: int, kl_weight: float, device="cpu"):
+        self.size, self.kl_weight, self.device = size, kl_weight, torch.device(device)
+
+    def pixels(self, batch: dict) -> Tensor:
+        return to_pixels(batch["frames"], self.size).to(self.device)
 
     def loss(self, model: nn.Module, batch: dict, *, step: int = 0,
              generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        x = to_pixels(batch["frames"], self.size)
+        x = self.pixels(batch)
         recon, posterior = model(x)
         return _unwrap(model).loss(x, recon, posterior, self.kl_weight)
 
@@ -78,13 +81,12 @@ class VAEObjective:
 
     def sample(self, model: nn.Module, batch: dict, *, seed: int = 0) -> np.ndarray:
         with _evaluating(model):
-            return to_uint8(model(to_pixels(batch["frames"], self.size))[0])
+            return to_uint8(model(self.pixels(batch))[0])
 
     def finalize(self, model: nn.Module, batches: list[dict]) -> None:
         """Latent statistics, so the DiT sees ~unit-variance latents."""
         with torch.no_grad():
-            model.fit_latent_stats([model.encode(to_pixels(b["frames"], self.size)).mode()
-                                    for b in batches])
+            model.fit_latent_stats([model.encode(self.pixels(b)).mode() for b in batches])
 
 
 class FrozenLatents:
@@ -136,9 +138,10 @@ class LatentObjective:
 
     def __init__(self, vae: nn.Module, text, size: int, *, steps: int,
                  guidance: GuidanceConfig, shift: float = 1.0, device="cpu"):
-        self.vae, self.text, self.size = vae.eval().requires_grad_(False), text, size
-        self.steps, self.guidance, self.shift = steps, guidance, shift
         self.device = torch.device(device)
+        self.vae = vae.eval().requires_grad_(False).to(self.device)
+        self.text, self.size = text, size
+        self.steps, self.guidance, self.shift = steps, guidance, shift
         self.latents = FrozenLatents(self.vae)
 
     def prepare(self, batch: dict, still: bool = False) -> LatentBatch:
@@ -179,7 +182,7 @@ class LatentObjective:
         with _evaluating(model):
             latents = FlowMatchSampler(shift=self.shift).sample(
                 model, cond, x0.shape, steps=self.steps, guidance=self.guidance,
-                generator=torch.Generator().manual_seed(seed))
+                generator=torch.Generator().manual_seed(seed), device=self.device)
             return to_uint8(self.vae.decode_latents(latents))
 
     def finalize(self, model: nn.Module, batches: list[dict]) -> None:

@@ -17,7 +17,7 @@ from flows.registry import build_model, model_meta, model_uri
 from flows.settings import STUDENT_MODEL, load_settings
 from flows.store import LocalStore
 from flows.train_plan import TrainPlan
-from flows.train_worker import RUNS, warmup_cosine
+from flows.train_worker import RUNS, placement, warmup_cosine
 from tests.tiny_models import publish_tiny_student
 
 
@@ -86,7 +86,37 @@ def test_a_run_starts_from_the_registered_models_its_plan_names():
                      dataset_digest="d1", run=run, model=model_meta(run, "steps", 3), steps=1,
                      lr=1e-3, batch_size=1, parent_weights=uri, teacher_weights=uri,
                      vae_weights=uri)
-    model, objective = RUNS["steps"](plan)
+    model, objective = RUNS["steps"](plan, torch.device("cpu"))
     for name, tensor in dit.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
     assert type(objective.vae).__name__ == "VideoVAE"
+
+
+def test_placement_cpu_is_gloo_without_bf16():
+    where = placement("cpu", bf16=True)
+    assert (where.device.type, where.backend, where.bf16) == ("cpu", "gloo", False)
+    if not torch.cuda.is_available():  # this machine: auto falls back to the CPU
+        assert placement("auto", bf16=True) == where
+        with pytest.raises(RuntimeError, match="MC_TRAIN__DEVICE=cuda but torch sees no GPU"):
+            placement("cuda", bf16=True)
+
+
+def test_placement_gpu_is_one_device_per_rank_with_nccl_and_bf16(monkeypatch):
+    # STAND-IN: no GPU here; torch's CUDA queries are patched to say one is there.
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    where = placement("auto", bf16=True)
+    assert (str(where.device), where.backend, where.bf16, chosen) == ("cuda:3", "nccl", True, [3])
+    assert placement("cuda", bf16=False).bf16 is False
+
+
+def test_bf16_autocast_runs_the_forward_in_bf16_on_the_cpu_too():
+    from flows.train_worker import Placement
+
+    layer = torch.nn.Linear(4, 4)
+    with Placement(torch.device("cpu"), "gloo", True).autocast():
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    with Placement(torch.device("cpu"), "gloo", False).autocast():
+        assert layer(torch.ones(1, 4)).dtype == torch.float32
