@@ -51,6 +51,7 @@ class Served:
     version: int
     output: list[str] = field(default_factory=list)
     processes_when_ready: list[psutil.Process] = field(default_factory=list)
+    terminated: bool = False  # SIGTERM sent
 
     @property
     def grpc_url(self) -> str:
@@ -80,9 +81,12 @@ class Served:
         return self
 
     def terminate(self) -> None:
-        """SIGTERM, what Kubernetes or Ctrl-C sends (see stop)."""
-        if self.process.poll() is None:
+        """One SIGTERM, what Kubernetes or Ctrl-C sends (see stop). Never a second: the
+        server restores the default handler once it has stopped, and a second SIGTERM in
+        that moment kills it with -15 after a clean stop."""
+        if self.process.poll() is None and not self.terminated:
             self.process.send_signal(signal.SIGTERM)
+            self.terminated = True
 
     def stop(self) -> None:
         """Terminate and wait: the server and its stubs must exit cleanly."""
