@@ -252,30 +252,29 @@ def uses_rollouts(values: dict[str, Any]) -> bool:
     return bool(values.get("rollouts", {}).get("enabled", True))
 
 
-def gates_of(settings: Settings, version: int) -> list:
-    """`motionctl promote`'s gates for `version` (flows/promote.py), as a list of Gate."""
+def failed_gates(settings: Settings, version: int) -> str:
+    """The `motionctl promote` gates (flows/promote.py) that `version` fails, as one line;
+    empty when it passes them all."""
     from flows.promote import check_gates
 
-    return check_gates(settings, version)
+    return "; ".join(f"{g.name}: {g.detail}" for g in check_gates(settings, version)
+                     if not g.passed)
 
 
 def refuse_ungated(settings: Settings, version: int) -> None:
     """A version that would not be promoted is not rolled out either."""
-    failed = [g for g in gates_of(settings, version) if not g.passed]
-    if failed:
+    if failed := failed_gates(settings, version):
         raise CanaryError(f"{STUDENT_MODEL} v{version} fails the promotion gates, so it is not "
-                          "rolled out: " + "; ".join(f"{g.name}: {g.detail}" for g in failed))
+                          f"rolled out: {failed}")
 
 
 def move_champion(settings: Settings, version: int, console) -> bool:
     """`champion` = version, only if the gates pass now (the champion may have moved since)."""
     from flows.registry import set_alias
 
-    failed = [g for g in gates_of(settings, version) if not g.passed]
-    if failed:
+    if failed := failed_gates(settings, version):
         console.print(f"[red]v{version} serves all traffic but fails the promotion gates; "
-                      f"{STUDENT_MODEL}@champion is unchanged[/]: "
-                      + "; ".join(f"{g.name}: {g.detail}" for g in failed))
+                      f"{STUDENT_MODEL}@champion is unchanged[/]: {failed}")
         return False
     previous = set_alias(settings, STUDENT_MODEL, "champion", version)
     console.print(f"[green]promoted[/]: v{version} serves all traffic and is "
