@@ -394,15 +394,15 @@ def run_rollout(settings: Settings, version: int, base: dict[str, Any], installe
     state = follow(settings, version, rollout, sleep, console, stale_hash=stale)
     if state is None:
         result.reason = "stopped following; the rollout carries on (motionctl canary --status)"
+    elif not ended(state, version, stale):
+        result.reason = (f"still {state.phase} after {settings.kube.rollout_timeout_s:g} s; the "
+                         "rollout carries on (motionctl canary --status)")
+        console.print(result.reason)
     elif state.failed:
         result.reason = f"aborted by Argo Rollouts: {state.message or 'analysis failed'}"
         console.print(f"[red]rolled back[/]: {result.reason}; the stable version serves all "
                       f"traffic and {STUDENT_MODEL}@champion is unchanged. Fix, then "
                       "`motionctl canary --retry`, or roll out another version.")
-    elif not state.serves(version):
-        result.reason = (f"still {state.phase} after {settings.kube.rollout_timeout_s:g} s; the "
-                         "rollout carries on (motionctl canary --status)")
-        console.print(result.reason)
     else:
         result.promoted = move_champion(settings, version, console)
         if not result.promoted:
@@ -410,25 +410,26 @@ def run_rollout(settings: Settings, version: int, base: dict[str, Any], installe
     return result
 
 
+def ended(state: RolloutState, version: int, stale_hash: str | None) -> bool:
+    """The rollout of `version` is over: it serves all traffic, or it failed. A status whose
+    pod hash is `stale_hash` predates the new version (the controller has not reconciled it
+    yet), so it says nothing about this rollout (an earlier abort included)."""
+    fresh = stale_hash is None or state.pod_hash != stale_hash
+    return fresh and (state.serves(version) or state.failed)
+
+
 def follow(settings: Settings, version: int, rollout: RolloutClient, sleep, console,
            stale_hash: str | None = None) -> RolloutState | None:
-    """Poll the Rollout with a live table until it serves `version` at 100 %, fails, or the
-    timeout passes; None when the user stops following (Ctrl-C). A status whose pod hash is
-    `stale_hash` predates the new version (the controller has not reconciled it yet): it
-    says nothing about this rollout."""
+    """Poll the Rollout with a live table until the rollout of `version` has `ended` or the
+    timeout passes; None when the user stops following (Ctrl-C)."""
     from rich.live import Live
 
     deadline = time.monotonic() + settings.kube.rollout_timeout_s
     told_gate = False
     state = rollout.state()
-
-    def done(s: RolloutState) -> bool:
-        fresh = stale_hash is None or s.pod_hash != stale_hash
-        return fresh and (s.serves(version) or s.failed)
-
     try:
         with Live(state_table(version, state), console=console, auto_refresh=False) as live:
-            while not (done(state) or time.monotonic() > deadline):
+            while not (ended(state, version, stale_hash) or time.monotonic() > deadline):
                 if "CanaryPauseStep" in state.paused and not told_gate:
                     live.console.print("paused at a manual gate: `motionctl canary --promote` "
                                        "goes on, `motionctl canary --abort` rolls back")

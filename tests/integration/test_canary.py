@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -387,3 +388,17 @@ def test_a_healthy_rollout_of_a_version_that_no_longer_passes_the_gates_keeps_ch
     assert built == [2] and not result.promoted and result.reason == "fails the promotion gates"
     assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 1
     assert "champion is unchanged" in output and "static reference" in output
+
+
+def test_a_status_from_before_the_new_version_is_not_taken_for_its_end(kube, argo,
+                                                                       monkeypatch):
+    settings, release, rollout = argo
+    # the previous rollout was aborted; the controller then never picks the new version up
+    ScriptedController(kube, []).write({"phase": "Degraded", "abort": True,
+                                        "currentPodHash": "h1", "stableRS": "h1"})
+    monkeypatch.setenv("MC_KUBE__ROLLOUT_TIMEOUT_S", "0.05")
+    result, built, output = roll(load_settings(), release, rollout,
+                                 lambda seconds: time.sleep(0.01))
+    assert built == [2] and not result.promoted
+    assert result.reason.startswith("still Degraded") and "rolled back" not in output
+    assert registry.alias_version(settings, STUDENT_MODEL, "champion") == 1
