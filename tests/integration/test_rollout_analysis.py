@@ -12,7 +12,7 @@ canary Services of the Rollout); here static scrape targets carry the same label
 release "mc" in namespace "mc-test", which is all that stands in. serving.probe then sends
 valid requests round-robin over the tracks, and each metric's query is evaluated through
 Prometheus's HTTP API and judged by its successCondition / failureCondition
-(tests/integration/argo_expr.py: the forms of Argo's expr language the template uses).
+(tests/argo_expr.py: the forms of Argo's expr language the template uses).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from deploy import charts
 from flows.errors import MotionControlError
 from serving.repository import build_and_upload, fetch_repository
 from serving.tritonserver import find_triton
+from tests.argo_expr import judge
 from tests.conftest import free_port
-from tests.integration.argo_expr import judge
 from tests.integration.served import (
     REPO_ROOT,
     serving_env,

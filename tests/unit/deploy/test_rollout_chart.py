@@ -23,6 +23,7 @@ import pytest
 
 from deploy import charts
 from flows.settings import REPO_ROOT
+from tests.argo_expr import judge
 from tests.unit.deploy.test_helm_charts import KUBE_VERSION, value_sets, values_of
 
 SCHEMAS = REPO_ROOT / "tests" / "schemas" / "argo-rollouts"
@@ -329,20 +330,6 @@ def test_analysis_limits_and_thresholds_come_from_values():
     assert "0.002" in metrics["error-rate"]["successCondition"]
     assert "1.25" in metrics["p99-latency"]["failureCondition"]
     assert "40" in metrics["request-count"]["successCondition"]
-
-
-def judge(metric: dict, result: list[float]) -> str:
-    """Argo's decision on one measurement (utils/evaluate: failure wins, then success,
-    neither is Inconclusive), with the expr conditions read as Python."""
-    def holds(condition: str) -> bool:
-        code = (condition.replace("&&", " and ").replace("||", " or ")
-                .replace("!isNaN", " not isNaN").replace("false", "False"))
-        return bool(eval(code, {"__builtins__": {}},  # noqa: S307 - the chart's own text
-                         {"result": result, "len": len, "isNaN": math.isnan}))
-
-    if holds(metric["failureCondition"]):
-        return "Failed"
-    return "Successful" if holds(metric["successCondition"]) else "Inconclusive"
 
 
 @pytest.mark.parametrize("metric, result, verdict", [
