@@ -84,8 +84,9 @@ class Prometheus:
     def __init__(self, url: str, timeout_s: float = 15.0) -> None:
         self.url, self.timeout_s = url.rstrip("/"), timeout_s
 
-    def scalar(self, promql: str) -> float | None:
-        """The value of a one-element vector or a scalar; None when the result is empty."""
+    def values(self, promql: str) -> list[float]:
+        """An instant query's values: a scalar's one, a vector's in order (what Argo's
+        prometheus provider hands an AnalysisTemplate's conditions as `result`)."""
         import httpx
 
         try:
@@ -99,10 +100,13 @@ class Prometheus:
             raise CanaryError(f"Prometheus rejected {promql!r}: {body.get('error')}")
         data = body["data"]
         if data["resultType"] == "scalar":
-            return float(data["result"][1])
-        if not data["result"]:
-            return None
-        return float(data["result"][0]["value"][1])
+            return [float(data["result"][1])]
+        return [float(sample["value"][1]) for sample in data["result"]]
+
+    def scalar(self, promql: str) -> float | None:
+        """The first value; None when the result is empty."""
+        values = self.values(promql)
+        return values[0] if values else None
 
 
 def canary_queries(settings: Settings) -> dict[str, str]:

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from deploy import charts
+from deploy.canary import Prometheus as PrometheusAPI
 from flows.errors import MotionControlError
 from serving.repository import build_and_upload, fetch_repository
 from serving.tritonserver import find_triton
@@ -123,15 +124,9 @@ class Prometheus:
         raise AssertionError(f"prometheus not ready after {timeout_s} s:\n{self.log_text()}")
 
     def query(self, promql: str) -> list[float]:
-        """An instant query's values, as Argo's prometheus provider hands them to `result`."""
-        body = httpx.get(f"{self.url}/api/v1/query", params={"query": promql},
-                         timeout=15).json()
-        assert body["status"] == "success", (promql, body)
-        data = body["data"]
-        if data["resultType"] == "scalar":
-            return [float(data["result"][1])]
-        assert data["resultType"] == "vector", data
-        return [float(sample["value"][1]) for sample in data["result"]]
+        """An instant query's values, as Argo's prometheus provider hands them to `result`
+        (through the same HTTP API reader as `motionctl canary` without Argo)."""
+        return PrometheusAPI(self.url).values(promql)
 
     def wait_for_counts(self, expected: dict[str, int], timeout_s: float = 30) -> None:
         """Until the scraped request counters of each service reach the expected totals."""
