@@ -358,6 +358,15 @@ class Settings(BaseSettings):
         return self.home / "triton"
 
     @property
+    def triton_grpc_address(self) -> str:
+        """HOST:PORT of the local tritonserver's gRPC endpoint (what clients dial)."""
+        return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def triton_metrics_url(self) -> str:
+        return f"http://{self.triton_host}:{self.triton_metrics_port}/metrics"
+
+    @property
     def stack_dir(self) -> Path:
         return self.home / "stack"
 

@@ -93,7 +93,7 @@ class MotionControlClient:
         settings = settings or get_settings()
         self.serve: ServeSettings = settings.serve
         reach = settings.client
-        self.url = url or reach.url or f"{settings.triton_host}:{settings.triton_grpc_port}"
+        self.url = url or reach.url or settings.triton_grpc_address
         self.timeout_s = timeout_s or self.serve.request_timeout_s
         self.retries = retries
         self.max_message = self.serve.max_message_mb * 1024**2

@@ -42,11 +42,11 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.settings.triton_host}:{self.settings.triton_grpc_port}"
+        return self.settings.triton_grpc_address
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.settings.triton_host}:{self.settings.triton_metrics_port}/metrics"
+        return self.settings.triton_metrics_url
 
     def endpoints(self) -> dict[str, str]:
         return {"gRPC": self.grpc_url, "HTTP": self.http_url, "metrics": self.metrics_url}

@@ -55,15 +55,16 @@ class Served:
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.settings.triton_host}:{self.settings.triton_grpc_port}"
+        return self.settings.triton_grpc_address
 
     @property
     def metrics_address(self) -> str:
+        """HOST:PORT of the metrics endpoint: a Prometheus scrape target."""
         return f"{self.settings.triton_host}:{self.settings.triton_metrics_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.metrics_address}/metrics"
+        return self.settings.triton_metrics_url
 
     def family(self) -> list[psutil.Process]:
         root = psutil.Process(self.process.pid)
