@@ -2,9 +2,9 @@
 the real Helm engine and checked without a cluster:
 
 - every rendered `Rollout` and `AnalysisTemplate` validates against the CRD schemas of Argo
-  Rollouts (tests/schemas/argo-rollouts/, SOURCE.md), strictly: unknown fields are refused
-  except where the CRD preserves them; the Rollout's pod template and the probe's Job also
-  validate against the official Kubernetes schemas;
+  Rollouts (tests/schemas/argo-rollouts/, SOURCE.md), strictly (tests/crd_schema.py): unknown
+  fields are refused except where the CRD preserves them; the Rollout's pod template and the
+  probe's Job also validate against the official Kubernetes schemas;
 - the steps, routes, Services, HPA, PDB, NetworkPolicy and analysis follow the values;
 - the analysis's success/failure conditions never pass a measurement without canary data;
 - `rollouts.enabled=false` renders the plain Deployments and no Argo kinds.
@@ -13,7 +13,6 @@ the real Helm engine and checked without a cluster:
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 
@@ -22,45 +21,16 @@ import kubernetes_validate
 import pytest
 
 from deploy import charts
-from flows.settings import REPO_ROOT
+from tests import crd_schema
 from tests.argo_expr import judge
 from tests.unit.deploy.test_helm_charts import KUBE_VERSION, value_sets, values_of
 
-SCHEMAS = REPO_ROOT / "tests" / "schemas" / "argo-rollouts"
 CRD_SCHEMAS = {"Rollout": "rollout.json", "AnalysisTemplate": "analysistemplate.json"}
 METRICS = ("error-rate", "p99-latency", "request-count")
 
 
-def strict(schema: dict) -> dict:
-    """A CRD's openAPIV3Schema as a JSON Schema (Draft 7) that judges like the API server with
-    strict field validation: an object that lists its `properties` refuses any other field
-    unless it carries `x-kubernetes-preserve-unknown-fields`; `x-kubernetes-int-or-string`
-    takes an integer or a string."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node):
-        if isinstance(node, list):
-            for item in node:
-                walk(item)
-            return
-        if not isinstance(node, dict):
-            return
-        if node.get("x-kubernetes-int-or-string"):
-            node.pop("type", None)
-            node.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
-        if ("properties" in node and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")):
-            node["additionalProperties"] = False
-        for value in node.values():
-            walk(value)
-
-    walk(schema)
-    return schema
-
-
 def validator(kind: str) -> jsonschema.Draft7Validator:
-    schema = json.loads((SCHEMAS / CRD_SCHEMAS[kind]).read_text())
-    return jsonschema.Draft7Validator(strict(schema))
+    return crd_schema.validator(f"argo-rollouts/{CRD_SCHEMAS[kind]}")
 
 
 def render(values: dict | None = None, *, release: str = "mc",
@@ -119,9 +89,8 @@ def test_argo_objects_validate_against_the_crd_schemas(name, values):
         return
     assert {o["kind"] for o in argo} == {"Rollout", "AnalysisTemplate"}
     for obj in argo:
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-                  for e in validator(obj["kind"]).iter_errors(obj)]
-        assert errors == [], (obj["kind"], obj["metadata"]["name"])
+        assert crd_schema.errors(validator(obj["kind"]), obj) == [], (
+            obj["kind"], obj["metadata"]["name"])
     # the parts that are core Kubernetes types, against the official schemas
     rollout = objects["Rollout", "mc"]
     kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate",
