@@ -23,12 +23,13 @@ from flows.settings import REPO_ROOT
 
 KUBE_VERSION = "1.33.0"  # the oldest minor the GPU pools run (EKS standard support)
 # CRDs: the official schemas only describe built-in kinds. Gateway API routes, the Prometheus
-# operator's ServiceMonitor, Argo Rollouts, Karpenter, Kueue and the Kubeflow PyTorchJob are
-# installed by their own projects (infra/README.md); their fields are checked by the tests that
-# read them (Argo's against its CRD schemas: test_rollout_chart.py).
+# operator's ServiceMonitor, Argo Rollouts, Karpenter, Kueue, the Kubeflow PyTorchJob and
+# KubeRay's RayCluster are installed by their own projects (infra/README.md,
+# docs/kubernetes.md); their fields are checked by the tests that read them (Argo's and
+# KubeRay's against their CRD schemas: test_rollout_chart.py, test_raycluster_chart.py).
 CRD_KINDS = {"HTTPRoute", "GRPCRoute", "ServiceMonitor", "Rollout", "AnalysisTemplate",
              "NodePool", "EC2NodeClass", "ResourceFlavor", "ClusterQueue", "LocalQueue",
-             "PyTorchJob"}
+             "PyTorchJob", "RayCluster"}
 CHECKOV = REPO_ROOT / ".venv" / "checkov" / "bin" / "checkov"
 
 
