@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
+import os
 import tempfile
 import time
 from collections import Counter
@@ -19,36 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from prefect import flow, task, unmapped
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
 from rich.progress import Progress
 
+from flows.curation_pipeline import (
+    STORE_PREFIX,
+    PipelineStats,
+    check_ray_address,
+    ray_session,
+    run_pipeline,
+)
 from flows.profiles import run_config
 from flows.settings import Settings, get_settings
 from flows.store import ObjectStore, open_store
 from flows.tracking import ensure_experiment
 from flows.ui import log_progress, report_run, say
 from models.assets import bvh_files, sample_data
-from models.curation import CurationThresholds, caption, intensity_label
-from models.curation.filters import curate_clip
-from models.data.shards import (
-    decode_sample,
-    encode_sample,
-    json_default,
-    sample_digest,
-    write_shards,
-)
-from models.data.sources import (
-    ClipSpec,
-    Job,
-    MocapJob,
-    SyntheticJob,
-    VideoJob,
-    make_samples,
-    sample_key,
-)
+from models.curation import CurationThresholds
+from models.data.shards import decode_sample, json_default, write_shards
+from models.data.sources import ClipSpec, Job, MocapJob, SyntheticJob, VideoJob
 from models.errors import InvalidInput
 
 # Bump when what a job produces changes, so old datasets are not reused for new code.
@@ -122,22 +111,16 @@ def plan_jobs(settings: Settings, spec: ClipSpec) -> list[Job]:
 
 
 def video_files(settings: Settings) -> list[tuple[str, str]]:
-    """(name, local path) of the real videos to curate: a folder, an object-store prefix
-    (downloaded to MC_HOME/cache), or the bundled sample."""
+    """(name, path) of the real videos to curate: a folder, an object-store prefix (paths
+    `store:<key>`, which the workers read themselves), or the bundled sample."""
     where = settings.curate.videos
     suffixes = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
     if where is None:
         return [("vtest.avi", str(sample_data("opencv-doc/vtest.avi")))]
-    if where.startswith("store:"):
-        store, prefix = open_store(settings), where.removeprefix("store:")
-        out = []
-        for info in store.list(prefix):
-            if Path(info.key).suffix.lower() in suffixes:
-                local = settings.home / "cache" / info.key
-                if not local.exists():
-                    store.get_file(info.key, local)
-                out.append((info.key, str(local)))
-        return out
+    if where.startswith(STORE_PREFIX):  # the curation workers read them from the store
+        store, prefix = open_store(settings), where.removeprefix(STORE_PREFIX)
+        return [(info.key, STORE_PREFIX + info.key) for info in store.list(prefix)
+                if Path(info.key).suffix.lower() in suffixes]
     folder = Path(where).expanduser()
     if not folder.is_dir():
         raise InvalidInput(f"MC_CURATE__VIDEOS={where!r} is not a folder; give a folder of "
@@ -152,65 +135,6 @@ def inputs_key(jobs: list[Job], spec: ClipSpec, thresholds: CurationThresholds) 
                           "jobs": [[type(j).__name__, dataclasses.asdict(j)] for j in jobs]},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-# --- one job ------------------------------------------------------------------------------
-
-
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE,
-      task_run_name="curate-{job.source}")
-def curate_job(job: Job, spec: ClipSpec, thresholds: CurationThresholds,
-               staging: str) -> list[dict]:
-    """Make, score and annotate the clips of one job; kept clips are staged on disk.
-    Returns one manifest row per clip. Bad input (a corrupt video, no person) becomes a
-    dropped row with its reason, not a failed run."""
-    try:
-        samples = make_samples(job, spec)
-    except InvalidInput as exc:
-        name = getattr(job, "name", None) or getattr(job, "action", type(job).__name__)
-        placeholder = {"key": sample_key(job.source, name),
-                       "annotations": {"source": job.source, "split": job.split}}
-        return [_row(placeholder, kept=False, reason=str(exc))]
-    rows = []
-    for sample in samples:
-        ann = sample["annotations"]
-        if sample["keypoints"] is None:
-            rows.append(_row(sample, kept=False, reason="no person found by the extractor",
-                             failed=("person",)))
-            continue
-        verdict = curate_clip(sample["frames"], sample["keypoints"], sample["references"][0],
-                              thresholds, action_phrase=ann.get("action_phrase"))
-        measured = verdict.annotations
-        # Rendered clips know their camera path exactly; real footage gets the estimate.
-        camera_move = ann.get("camera_path") or measured["camera"]
-        words = intensity_label(measured["motion_intensity"], thresholds)
-        ann.update(motion_intensity=measured["motion_intensity"],
-                   motion_level=measured["motion_level"],
-                   action_phrase=measured["action_phrase"],
-                   camera_move=camera_move, camera_estimate=measured["camera"],
-                   caption=caption(measured["action_phrase"], words, camera_move),
-                   scores=verdict.scores)
-        row = _row(sample, kept=verdict.kept, reason=verdict.reason, failed=verdict.failed,
-                   scores=verdict.scores, timings=verdict.timings)
-        if verdict.kept:
-            npz, meta = encode_sample(sample)
-            path = Path(staging) / f"{sample['key']}.npz"
-            path.write_bytes(npz)
-            path.with_suffix(".json").write_bytes(meta)
-            row["digest"] = sample_digest(sample)
-        rows.append(row)
-    return rows
-
-
-def _row(sample: dict, *, kept: bool, reason: str, failed=("input",), scores=None,
-         timings=None) -> dict:
-    ann = sample["annotations"]
-    return {"key": sample["key"], "source": ann.get("source"), "split": ann.get("split"),
-            "identity_id": ann.get("identity_id"), "motion_id": ann.get("motion_id"),
-            "kept": kept, "reason": reason, "failed": list(failed if not kept else ()),
-            "scores": scores or {},
-            "annotations": {k: v for k, v in ann.items() if k != "scores"},
-            "timings": timings or {}}
 
 
 # --- the flow -----------------------------------------------------------------------------
@@ -228,6 +152,8 @@ def check_inputs(settings: Settings) -> None:
     video_files(settings)
     open_store(settings)
     ensure_experiment(settings, "curation")
+    if address := settings.curate.ray_address or os.environ.get("RAY_ADDRESS"):
+        check_ray_address(address)
 
 
 def run_curation(settings: Settings, force: bool = False) -> CurationResult:
@@ -255,17 +181,34 @@ def curate_flow(force: bool = False) -> CurationResult:
             return CurationResult(**{**previous, "reused": True})
 
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix="curate-", dir=_tmp_dir(settings)))
+    staging = f"datasets/{name}/staging/{key}"  # kept clips, written there by the workers
     try:
-        rows = _run_jobs(jobs, spec, settings, staging)
+        rows, pipeline = _run_jobs(jobs, spec, settings, staging)
         curate_s = time.perf_counter() - started
-        result = _publish(store, settings, name, key, rows, staging, spec, curate_s)
+        result = _publish(store, settings, name, key, rows, staging, spec, curate_s, pipeline)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        store.delete_prefix(staging)
     store.put_bytes(index_key, json.dumps(dataclasses.asdict(result)).encode())
     say(f"dataset {name}@{result.digest}: kept {result.clips_kept} of {result.clips_total} "
           f"clips in {time.perf_counter() - started:.0f} s -> {store.uri(result.prefix)}")
     return result
+
+
+def _run_jobs(jobs: list[Job], spec: ClipSpec, settings: Settings,
+              staging: str) -> tuple[list[dict], dict]:
+    """Every job through the Ray pipeline (flows/curation_pipeline.py), with a progress bar.
+    Returns the rows and what the pipeline measured (Ray's start-up, seconds per stage)."""
+    stats = PipelineStats()
+    with ray_session(settings) as ray_info, Progress(transient=True) as progress:
+        bar = progress.add_task(f"curating {len(jobs)} jobs on Ray ({ray_info['address']})",
+                                total=len(jobs))
+
+        def job_done(done: int, total: int) -> None:
+            progress.update(bar, completed=done)
+            log_progress(done, total, f"curated {done}/{total} jobs")
+
+        rows = run_pipeline(jobs, spec, settings, staging, on_job_done=job_done, stats=stats)
+    return rows, {**ray_info, "stages": stats.per_stage()}
 
 
 def _tmp_dir(settings: Settings) -> Path:
@@ -274,24 +217,14 @@ def _tmp_dir(settings: Settings) -> Path:
     return path
 
 
-def _run_jobs(jobs: list[Job], spec: ClipSpec, settings: Settings, staging: Path) -> list[dict]:
-    """Every job on `MC_CURATE__WORKERS` threads (Prefect tasks with retries)."""
-    rows: list[dict] = []
-    parameters = {"job": jobs, "spec": unmapped(spec), "thresholds": unmapped(settings.curation),
-                  "staging": unmapped(str(staging))}
-    with (ThreadPoolTaskRunner(max_workers=settings.curate.workers) as runner,
-          Progress(transient=True) as progress):
-        futures = runner.map(curate_job, parameters)
-        bar = progress.add_task(f"curating {len(jobs)} jobs", total=len(futures))
-        for done, future in enumerate(as_completed(futures), 1):
-            rows += future.result()
-            progress.advance(bar)
-            log_progress(done, len(futures), f"curated {done}/{len(futures)} jobs")
-    return sorted(rows, key=lambda r: r["key"])
+def staged_clip(store: ObjectStore, staging: str, key: str) -> dict:
+    """A kept clip as the curation workers wrote it to the staging prefix."""
+    return decode_sample(key, store.get_bytes(f"{staging}/{key}.npz"),
+                         store.get_bytes(f"{staging}/{key}.json"))
 
 
 def _publish(store: ObjectStore, settings: Settings, name: str, key: str, rows: list[dict],
-             staging: Path, spec: ClipSpec, curate_s: float) -> CurationResult:
+             staging: str, spec: ClipSpec, curate_s: float, pipeline: dict) -> CurationResult:
     from flows.curation_report import log_curation_run
 
     kept = sorted((r for r in rows if r["kept"]), key=lambda r: (r["motion_id"], r["key"]))
@@ -302,22 +235,19 @@ def _publish(store: ObjectStore, settings: Settings, name: str, key: str, rows: 
     digest = full[:16]
     prefix = f"datasets/{name}/{digest}"
 
-    def staged():
-        for row in kept:
-            base = staging / row["key"]
-            yield decode_sample(row["key"], base.with_suffix(".npz").read_bytes(),
-                                base.with_suffix(".json").read_bytes())
+    def load(clip_key: str) -> dict:
+        return staged_clip(store, staging, clip_key)
 
-    shard_dir = staging / "shards"
-    shards = write_shards(staged(), shard_dir, max_bytes=settings.curate.shard_mb << 20,
-                          presorted=True)
-    shard_rows = []
-    key_to_shard = {}
-    for info in shards:
-        obj = store.put_file(f"{prefix}/{info.path.name}", info.path)
-        shard_rows.append({"key": obj.key, "samples": len(info.keys), "bytes": obj.size,
-                           "sha256": obj.sha256})
-        key_to_shard.update(dict.fromkeys(info.keys, obj.key))
+    with tempfile.TemporaryDirectory(prefix="shards-", dir=_tmp_dir(settings)) as shard_dir:
+        shards = write_shards((load(row["key"]) for row in kept), Path(shard_dir),
+                              max_bytes=settings.curate.shard_mb << 20, presorted=True)
+        shard_rows = []
+        key_to_shard = {}
+        for info in shards:
+            obj = store.put_file(f"{prefix}/{info.path.name}", info.path)
+            shard_rows.append({"key": obj.key, "samples": len(info.keys), "bytes": obj.size,
+                               "sha256": obj.sha256})
+            key_to_shard.update(dict.fromkeys(info.keys, obj.key))
     for row in rows:
         row["shard"] = key_to_shard.get(row["key"])
     manifest = {
@@ -329,7 +259,7 @@ def _publish(store: ObjectStore, settings: Settings, name: str, key: str, rows: 
     }
     manifest_bytes = json.dumps(manifest, indent=1, default=json_default).encode()
     store.put_bytes(f"{prefix}/manifest.json", manifest_bytes)
-    run_id = log_curation_run(settings, manifest, manifest_bytes, staging, curate_s)
+    run_id = log_curation_run(settings, manifest, manifest_bytes, load, curate_s, pipeline)
     report_run(settings, "curation", run_id, [
         {"count": k.replace("_", " "), "clips": v} for k, v in manifest["counts"].items()],
         f"dataset {name}@{digest}: clips kept (by source and split) and dropped (by the "

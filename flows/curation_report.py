@@ -4,6 +4,7 @@ kept clips with their keypoints drawn, and extractor overlays on the real sample
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +17,6 @@ import numpy as np  # noqa: E402
 from flows.datasets import dataset_ref  # noqa: E402
 from flows.settings import Settings  # noqa: E402
 from flows.tracking import start_run, ui_link  # noqa: E402
-from models.data.shards import decode_sample  # noqa: E402
 
 # Scores worth a histogram: (manifest score key, axis label).
 HISTOGRAMS = (
@@ -30,13 +30,21 @@ HISTOGRAMS = (
 
 
 def log_curation_run(settings: Settings, manifest: dict, manifest_bytes: bytes,
-                     staging: Path, curate_s: float) -> str:
+                     load_clip: Callable[[str], dict], curate_s: float,
+                     pipeline: dict) -> str:
+    """The curation run in MLflow: counts, the Ray pipeline's seconds per stage, the manifest,
+    score histograms, a contact sheet of kept clips (read with `load_clip(key)`) and the
+    extractor's overlays on real photos and footage."""
     counts = manifest["counts"]
     with start_run(settings, "curation", run_name=f"{manifest['dataset']}@{manifest['digest']}",
                    dataset=dataset_ref(settings, manifest["dataset"], manifest["digest"]),
                    params={"dataset": manifest["dataset"], "inputs_key": manifest["inputs_key"],
+                           "ray_address": pipeline["address"],
                            **{f"clip.{k}": v for k, v in manifest["clip_spec"].items()}}) as run:
         mlflow.log_metrics({k: float(v) for k, v in counts.items()})
+        mlflow.log_metric("ray_start_seconds", pipeline["start_s"])
+        mlflow.log_metrics({f"stage_seconds.{name}": stage["seconds"]
+                            for name, stage in pipeline["stages"].items()})
         mlflow.log_metric("curate_seconds", curate_s)
         mlflow.log_metric("clips_per_second", counts["clips_total"] / max(curate_s, 1e-9))
         with tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +52,7 @@ def log_curation_run(settings: Settings, manifest: dict, manifest_bytes: bytes,
             (out / "manifest.json").write_bytes(manifest_bytes)
             mlflow.log_artifact(str(out / "manifest.json"))
             mlflow.log_figure(score_histograms(manifest["clips"]), "score_histograms.png")
-            mlflow.log_image(contact_sheet(manifest["clips"], staging), "contact_sheet.png")
+            mlflow.log_image(contact_sheet(manifest["clips"], load_clip), "contact_sheet.png")
             overlays = out / "overlays"
             try:
                 from models.motion.overlays import save_overlays
@@ -74,7 +82,8 @@ def score_histograms(rows: list[dict]):
     return fig
 
 
-def contact_sheet(rows: list[dict], staging: Path, clips: int = 12) -> np.ndarray:
+def contact_sheet(rows: list[dict], load_clip: Callable[[str], dict],
+                  clips: int = 12) -> np.ndarray:
     """A grid: one row per kept clip (first, middle, last frame with the skeleton drawn)."""
     import cv2
 
@@ -84,9 +93,7 @@ def contact_sheet(rows: list[dict], staging: Path, clips: int = 12) -> np.ndarra
     picks = [kept[i] for i in np.linspace(0, len(kept) - 1, min(clips, len(kept))).astype(int)]
     lines = []
     for row in picks:
-        base = staging / row["key"]
-        sample = decode_sample(row["key"], base.with_suffix(".npz").read_bytes(),
-                               base.with_suffix(".json").read_bytes())
+        sample = load_clip(row["key"])
         frames, kps = sample["frames"], sample["keypoints"]
         tiles = [draw_overlay(frames[t], kps[t]) for t in (0, len(frames) // 2, len(frames) - 1)]
         tiles = [cv2.resize(t, (128 * t.shape[1] // t.shape[0], 128)) for t in tiles]

@@ -72,7 +72,19 @@ class CurateSettings(BaseModel):
         "unset: the bundled sample (vtest.avi)",
     )
     video_windows: int = Field(default=4, ge=0, description="windows per video")
-    workers: int = Field(default=2, ge=1, le=64, description="clips curated in parallel")
+    workers: int = Field(default=2, ge=1, le=64,
+                         description="workers per stage of the Ray pipeline (and the local "
+                         "Ray's CPUs)")
+    pools: dict[str, int] = Field(
+        default_factory=dict,
+        description="workers of one stage instead of `workers`, e.g. {\"identity\": 8} "
+        "(stages: source, extract, identity, score)")
+    ray_address: str | None = Field(
+        default=None,
+        description="a running Ray cluster (ray://host:10001); unset: RAY_ADDRESS, else a "
+        "local Ray started for the run")
+    ray_object_store_mb: int = Field(default=1024, ge=64,
+                                     description="shared memory of the local Ray")
     shard_mb: int = Field(default=256, ge=1, le=4096)
 
 

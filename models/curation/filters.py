@@ -29,11 +29,14 @@ from models.curation.quality import (
 def run_filters(frames: np.ndarray, keypoints: np.ndarray | None,
                 reference_image: np.ndarray | None, thresholds: CurationThresholds,
                 timings: dict[str, float] | None = None,
-                flow: ClipFlow | None = None) -> list[FilterResult]:
+                flow: ClipFlow | None = None,
+                identity: FilterResult | None = None) -> list[FilterResult]:
     """Run every filter on one clip, in a fixed order, cheapest first. A clip is kept when
     every result passed. `reference_image` may also be its precomputed `face_embedding`
-    (see `identity_filter`). If `timings` is given, it receives the seconds spent per filter
-    (and in `optical_flow`, computed once for the motion filters)."""
+    (see `identity_filter`); `identity` may be the identity filter's result, computed
+    elsewhere (the curation pipeline runs dlib in a stage of its own). If `timings` is given,
+    it receives the seconds spent per filter (and in `optical_flow`, computed once for the
+    motion filters)."""
     frames = check_frames(frames, min_frames=2)
     th = thresholds
     timings = {} if timings is None else timings
@@ -55,7 +58,8 @@ def run_filters(frames: np.ndarray, keypoints: np.ndarray | None,
         ("fluency", fluency_filter, flow, th),
         ("keypoint_coverage", keypoint_coverage_filter, keypoints, th),
         ("appearance", appearance_filter, frames, th, keypoints),
-        ("identity", identity_filter, frames, reference_image, th),
+        ("identity", identity_filter, frames, reference_image, th) if identity is None
+        else ("identity", lambda: identity),
     ]
     return [timed(name, fn, *args) for name, fn, *args in steps]
 
@@ -79,14 +83,17 @@ class Verdict:
 
 def curate_clip(frames: np.ndarray, keypoints: np.ndarray | None,
                 reference: np.ndarray | None, thresholds: CurationThresholds,
-                action_phrase: str | None = None) -> Verdict:
-    """Filters and annotations of one clip, sharing one optical-flow computation."""
+                action_phrase: str | None = None,
+                identity: FilterResult | None = None) -> Verdict:
+    """Filters and annotations of one clip, sharing one optical-flow computation (and, if
+    given, the identity filter's result computed elsewhere)."""
     frames = check_frames(frames, min_frames=2)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     flow = clip_flow(frames, thresholds)
     timings["optical_flow"] = time.perf_counter() - start
-    results = run_filters(frames, keypoints, reference, thresholds, timings, flow=flow)
+    results = run_filters(frames, keypoints, reference, thresholds, timings, flow=flow,
+                          identity=identity)
     start = time.perf_counter()
     annotations = annotate(frames, keypoints, thresholds, action_phrase=action_phrase, flow=flow)
     timings["annotate"] = time.perf_counter() - start

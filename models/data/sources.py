@@ -106,11 +106,17 @@ def _rendered_group(job: SyntheticJob | MocapJob, spec: ClipSpec) -> list[dict]:
 
 
 def _video_windows(job: VideoJob, spec: ClipSpec) -> list[dict]:
-    """Up to `max_windows` windows of `spec.frames` frames, spread over the video; body, face
-    and hands from MediaPipe at the source resolution (small people need the pixels), then
-    frames downscaled to `spec.size` on the short side. The reference image is the window's
-    first frame."""
-    from models.motion import HolisticExtractor, NoPersonFound
+    from models.motion import HolisticExtractor
+
+    windows = video_windows(job, spec)
+    with HolisticExtractor() as extractor:
+        return [extract_keypoints(window, spec, extractor) for window in windows]
+
+
+def video_windows(job: VideoJob, spec: ClipSpec) -> list[dict]:
+    """Up to `max_windows` windows of `spec.frames` frames, spread over the video, as samples
+    whose frames are still at the source resolution and whose keypoints are not extracted yet
+    (`extract_keypoints` finishes them). The reference image will be the window's first frame."""
     from models.video import iter_batches
 
     windows = [w for w in iter_batches(job.path, spec.frames, fps=spec.fps, label=job.name,
@@ -120,26 +126,28 @@ def _video_windows(job: VideoJob, spec: ClipSpec) -> list[dict]:
                            f"frames at {spec.fps:g} fps")
     picks = np.unique(np.linspace(0, len(windows) - 1, min(job.max_windows, len(windows)))
                       .round().astype(int))
-    samples = []
     stem = sample_key(job.name.rsplit("/", 1)[-1].rsplit(".", 1)[0])
-    with HolisticExtractor() as extractor:
-        for index in picks:
-            window = windows[index]
-            try:
-                keypoints = extractor.extract(window)
-            except NoPersonFound:
-                keypoints = None  # kept as a row with its reason; curation drops it
-            frames = _resize_short_side(window, spec.size)
-            samples.append({
-                "key": sample_key(stem, f"w{index}"),
-                "frames": frames,
-                "keypoints": keypoints,
-                "references": frames[:1].copy(),
-                "annotations": {"identity_id": f"video-{stem}", "motion_id": f"{stem}@{index}",
-                                "source": job.source, "split": job.split, "video": job.name,
-                                "fps": spec.fps},
-            })
-    return samples
+    return [{"key": sample_key(stem, f"w{index}"), "frames": windows[index], "keypoints": None,
+             "annotations": {"identity_id": f"video-{stem}", "motion_id": f"{stem}@{index}",
+                             "source": job.source, "split": job.split, "video": job.name,
+                             "fps": spec.fps}}
+            for index in picks]
+
+
+def extract_keypoints(window: dict, spec: ClipSpec, extractor) -> dict:
+    """Body, face and hands of a `video_windows` sample from MediaPipe at the source
+    resolution (small people need the pixels), then its frames downscaled to `spec.size` on
+    the short side. Keypoints stay None when no person is found: curation drops the clip
+    with that reason."""
+    from models.motion import NoPersonFound
+
+    try:
+        keypoints = extractor.extract(window["frames"])
+    except NoPersonFound:
+        keypoints = None
+    frames = _resize_short_side(window["frames"], spec.size)
+    return {**window, "frames": frames, "keypoints": keypoints,
+            "references": frames[:1].copy()}
 
 
 def _resize_short_side(frames: np.ndarray, side: int) -> np.ndarray:
