@@ -271,7 +271,7 @@ def pool_sizes(settings: Settings, stages: list[str]) -> dict[str, int]:
 
 @dataclass
 class PipelineStats:
-    """What a run measured: items and busy seconds per stage, and Ray's start-up."""
+    """What a run measured: items done and busy seconds per stage."""
 
     items: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -284,12 +284,11 @@ class PipelineStats:
 
 def run_pipeline(jobs: list[Job], spec: ClipSpec, settings: Settings, staging: str, *,
                  on_job_done: Callable[[int, int], None] | None = None,
-                 on_started: Callable[[dict[str, list]], None] | None = None,
                  stats: PipelineStats | None = None,
                  stages: dict[str, type] | None = None) -> list[dict]:
     """Every job through the stages on the current Ray; returns the manifest rows sorted by
-    key. `on_job_done(done, total)` follows progress; `on_started(actors)` receives the
-    actors of each stage (the tests kill one); `stages` replaces stage classes by name."""
+    key. `on_job_done(done, total)` follows progress; `stats` receives each stage's items and
+    seconds; `stages` replaces stage classes by name (the tests wrap one)."""
     import ray
 
     stats = stats if stats is not None else PipelineStats()
@@ -303,8 +302,6 @@ def run_pipeline(jobs: list[Job], spec: ClipSpec, settings: Settings, staging: s
                                             max_task_retries=RETRIES)
     pools = {n: [actor.remote(stage_classes[n], settings, spec, staging) for _ in range(sizes[n])]
              for n in names}
-    if on_started:
-        on_started(pools)
     idle = {n: deque(pools[n]) for n in names}
     queued: dict[str, deque] = {n: deque() for n in names}
     queued[names[0]].extend(enumerate(jobs))  # (job index, item)
