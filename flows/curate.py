@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from rich.progress import Progress
 
 from flows.curation_pipeline import (
@@ -183,7 +184,7 @@ def curate_flow(force: bool = False) -> CurationResult:
     started = time.perf_counter()
     staging = f"datasets/{name}/staging/{key}"  # kept clips, written there by the workers
     try:
-        rows, pipeline = _run_jobs(jobs, spec, settings, staging)
+        rows, pipeline = run_jobs(jobs, spec, settings, staging)
         curate_s = time.perf_counter() - started
         result = _publish(store, settings, name, key, rows, staging, spec, curate_s, pipeline)
     finally:
@@ -194,10 +195,12 @@ def curate_flow(force: bool = False) -> CurationResult:
     return result
 
 
-def _run_jobs(jobs: list[Job], spec: ClipSpec, settings: Settings,
-              staging: str) -> tuple[list[dict], dict]:
-    """Every job through the Ray pipeline (flows/curation_pipeline.py), with a progress bar.
-    Returns the rows and what the pipeline measured (Ray's start-up, seconds per stage)."""
+@task(name="curate-on-ray", cache_policy=NO_CACHE)  # per-clip retries are Ray's, not Prefect's
+def run_jobs(jobs: list[Job], spec: ClipSpec, settings: Settings,
+             staging: str) -> tuple[list[dict], dict]:
+    """Every job through the Ray pipeline (flows/curation_pipeline.py), with a progress bar
+    here and a line per tenth of the jobs in the flow run's log. Returns the rows and what
+    the pipeline measured (Ray's address and start-up, seconds per stage)."""
     stats = PipelineStats()
     with ray_session(settings) as ray_info, Progress(transient=True) as progress:
         bar = progress.add_task(f"curating {len(jobs)} jobs on Ray ({ray_info['address']})",
