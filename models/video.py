@@ -117,6 +117,7 @@ class VideoLimits:
     # Below this, no person can be found in it and the model's crops degenerate (a 1x1
     # image used to fail inside a stage instead of at the edge).
     min_side: int = 16
+    min_frames: int = 2  # a motion; one frame used to fail inside a stage, unnamed
     max_frames: int = 4000
     max_bytes: int = 512 * 1024**2  # also for images
     max_duration_s: float = 600.0
@@ -419,6 +420,9 @@ def _check_video_limits(name: str, info: VideoInfo, limits: VideoLimits) -> None
         raise VideoTooSmall(f"{name} is {info.width}x{info.height} px, under the smallest "
                             f"side of {limits.min_side} px that motion can be read from: "
                             "upload a larger video")
+    if info.frames < limits.min_frames:
+        raise VideoTooSmall(f"{name} has {info.frames} frame(s), under the {limits.min_frames} "
+                            "a motion needs: send a clip, not a still")
     if info.frames > limits.max_frames:
         raise VideoTooLarge(f"{name} has {info.frames} frames, over the limit of "
                             f"{limits.max_frames}: trim it to at most {limits.max_frames} frames "

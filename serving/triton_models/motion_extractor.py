@@ -4,6 +4,7 @@ phrase (models.pipeline.extract_motion)."""
 
 import numpy as np
 
+from models.motion import HolisticExtractor
 from models.pipeline import extract_motion
 from models.video import read_image, read_video
 from serving.backend import TritonModel, blob
@@ -15,6 +16,10 @@ class TritonPythonModel(TritonModel):
 
     def setup(self) -> None:
         self.size = int(self.config["parameters"]["size"]["string_value"])
+        self.extractor = HolisticExtractor()  # one graph per instance, reset between clips
+
+    def finalize(self) -> None:
+        self.extractor.close()
 
     def infer(self, inputs):
         serve = self.settings.serve
@@ -22,7 +27,8 @@ class TritonPythonModel(TritonModel):
                                label="reference image")
         clip = read_video(blob(inputs["DRIVING_VIDEO"]), limits=video_limits(serve),
                           label="driving video")
-        motion = extract_motion(reference, clip.frames, size=self.size)
+        motion = extract_motion(reference, clip.frames, size=self.size,
+                                extractor=self.extractor)
         return {"POSE": motion.pose, "DRIVER_KEYPOINTS": motion.driver,
                 "MOTION_INTENSITY": np.array([motion.intensity], np.float32),
                 "ACTION_PHRASE": motion.action_phrase,

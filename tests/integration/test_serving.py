@@ -104,13 +104,17 @@ def _png(shape: tuple[int, ...]) -> bytes:
     return cv2.imencode(".png", np.zeros(shape, np.uint8))[1].tobytes()
 
 
+def still_video(shape: tuple[int, ...], value: int) -> bytes:
+    return encode_mp4(np.full(shape, value, np.uint8), 12.0)
+
+
 def oversized_png(side: int) -> bytes:
     return _png((8, side, 3))
 
 
 def test_bad_inputs_get_invalid_argument_and_the_server_keeps_serving(server, inputs):
     settings = server.settings
-    reference, driving, _ = inputs
+    reference, driving, clip = inputs
     half = driving[:len(driving) // 2]
     cases = {
         "corrupt video": (reference, half, "x", "truncated or corrupt"),
@@ -121,6 +125,15 @@ def test_bad_inputs_get_invalid_argument_and_the_server_keeps_serving(server, in
         "long prompt": (reference, driving, "a" * 100_000, "100000 characters"),
         # it used to reach a stage and come back INTERNAL
         "1x1 image": (_png((1, 1, 3)), driving, "x", "smallest side"),
+        # each stage's own failure modes, past the edge checks
+        "nobody in the driving video": (reference, still_video((17, 96, 128, 3), 127), "x",
+                                        "no person found"),
+        "tiny driving video": (reference, still_video((17, 8, 8, 3), 127), "x",
+                               "smallest side"),
+        "one-frame driving video": (reference, encode_mp4(clip.frames[:1], clip.fps), "x",
+                                    "1 frame(s), under the 2 a motion needs"),
+        "blank reference image": (_png((96, 96, 3)), driving, "x",
+                                  "no person found in the reference image"),
     }
     memory = []
     for _ in range(3):  # the same bad requests again and again: no instance dies or grows
