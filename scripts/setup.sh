@@ -50,6 +50,11 @@ echo "setup: [1/10] torch 2.13.0 (CPU)"
 pip_install -q "torch==2.13.0"
 
 echo "setup: [2/10] platform requirements (locked by requirements/constraints.txt)"
+# llama-cpp-python compiles llama.cpp (~11 min on 2 cores, once: pip caches the wheel). Its
+# default native build uses every instruction the CPU reports, and on this machine (AMX and
+# AVX-512 reported) the result dies of SIGILL: build for AVX2 instead, which also runs in the
+# images on any x86-64-v3 node. images/Containerfile sets the same.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 pip_install -q -r requirements/main.in -c requirements/constraints.txt
 
 echo "setup: [3/10] test and lint tools (locked by requirements/dev-constraints.txt)"
