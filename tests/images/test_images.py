@@ -168,6 +168,19 @@ def test_serving_image_answers_a_request_with_a_watermarked_mp4(served, tmp_path
     assert check.watermark.found and check.provenance["version"] == str(version), check
 
 
+@pytest.mark.parametrize("image", [SERVING, PLATFORM])
+def test_the_prompt_enhancer_runs_its_lm_in_the_image(image):
+    """llama.cpp loads in the image (a missing runtime library would make the enhancer fall
+    back to its plain template, silently) and rewrites a prompt."""
+    code = ("from models.prompt import PromptEnhancer; "
+            "print(PromptEnhancer().enhance('a knight on a beach', 'waving', 0.01).source)")
+    with container(image) as name:
+        proc = subprocess.run(run_in(name, ["python", "-c", code]), capture_output=True,
+                              text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "lm", proc.stdout + proc.stderr
+
+
 def test_serving_image_runs_the_rollout_probe(served):
     """The chart's probe Job: `python -m serving.probe` inside the serving image."""
     url, _, _ = served
