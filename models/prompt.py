@@ -3,8 +3,9 @@ and the camera moves the prompt asks for become per-frame camera parameters.
 
 The LM is SmolLM2-135M-Instruct from the offline GGUF (`models.assets.smollm2_gguf`), run
 natively by llama.cpp (`llama-cpp-python`) with greedy decoding (deterministic) and a bounded
-number of new tokens: it loads in under a second and rewrites a prompt in about 0.7 s on one
-core, where transformers dequantised the GGUF to fp32 (tens of seconds to load, ~4 s a prompt).
+number of new tokens. On one core here it loads in 0.45 s and rewrites a prompt in 0.7–3.5 s
+(21–48 tokens); transformers, which dequantised the GGUF to fp32, took 46 s to load and 4–9 s
+for the same prompts and gave the same text.
 When it cannot be loaded or its answer is unusable (empty, cut off, a refusal, too long),
 the enhancer falls back to a plain template built from the same context, so a request never
 fails because of the LM. Camera moves are read from the user's words by rules (a 135M
@@ -15,7 +16,6 @@ pan_y, zoom) path with the vocabulary of the synthetic camera (`models.synthetic
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -80,10 +80,12 @@ class PromptEnhancer:
     """`enhance(prompt, action_phrase, intensity)` -> EnhancedPrompt. Thread-safe."""
 
     def __init__(self, gguf: str | Path | None = None, *, max_new_tokens: int = 48,
-                 max_words: int = 60, threads: int | None = None, load: bool = True):
+                 max_words: int = 60, threads: int = 1, load: bool = True):
         self.gguf = Path(gguf) if gguf is not None else None
         self.max_new_tokens, self.max_words = max_new_tokens, max_words
-        self.threads = threads or max(1, min(4, os.cpu_count() or 1))
+        # A server runs many instances on few cores: one thread each, like its torch stages
+        # (llama.cpp's idle OpenMP threads spin and take cores from the other stages).
+        self.threads = threads
         self.model = None
         self.load_error = ""
         self._lock = threading.Lock()  # one llama.cpp context decodes one prompt at a time

@@ -35,7 +35,8 @@ class InProcessAnimator:
             Path(repository) / "student_dit" / "1")
         self.enhancer = PromptEnhancer(Path(repository) / "prompt_enhancer" / "1" /
                                        "smollm2.gguf",
-                                       max_new_tokens=settings.serve.prompt_max_new_tokens)
+                                       max_new_tokens=settings.serve.prompt_max_new_tokens,
+                                       threads=settings.serve.torch_threads)
         self.timings: dict[str, float] = {}
 
     def __call__(self, reference: bytes, driving: bytes, prompt: str = "", *,

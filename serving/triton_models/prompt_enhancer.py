@@ -10,7 +10,8 @@ class TritonPythonModel(TritonModel):
 
     def setup(self) -> None:
         self.enhancer = PromptEnhancer(self.model_dir / "smollm2.gguf",
-                                       max_new_tokens=self.settings.serve.prompt_max_new_tokens)
+                                       max_new_tokens=self.settings.serve.prompt_max_new_tokens,
+                                       threads=self.settings.serve.torch_threads)
 
     def infer(self, inputs):
         enhanced = self.enhancer.enhance(text(inputs["PROMPT"], "PROMPT"),
