@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import json
-import subprocess
 from typing import NamedTuple
 
 import kubernetes_validate
@@ -31,7 +30,12 @@ import yaml
 from deploy import charts
 from flows.settings import REPO_ROOT
 from tests import crd_schema
-from tests.unit.deploy.test_helm_charts import CHECKOV, CRD_KINDS, KUBE_VERSION, values_of
+from tests.unit.deploy.test_helm_charts import (
+    CRD_KINDS,
+    KUBE_VERSION,
+    checkov_passes,
+    values_of,
+)
 
 RAYCLUSTER = crd_schema.validator("kuberay/raycluster.json")
 CLIENT_PORT = 10001
@@ -416,7 +420,6 @@ def test_flow_runs_reach_the_head_client_port_and_ray_pods_each_other_only():
 def test_checkov_passes_on_the_ray_pods(tmp_path):
     """checkov does not read a RayCluster: run it on the pods KubeRay makes of its templates,
     with the chart's NetworkPolicies."""
-    assert CHECKOV.exists(), f"checkov is not installed at {CHECKOV} (scripts/setup.sh)"
     objects = render(values_of("platform", "ray-values.yaml"))
     cluster = raycluster(objects)
     pods = []
@@ -430,13 +433,6 @@ def test_checkov_passes_on_the_ray_pods(tmp_path):
                      "spec": template["spec"]})
     policies = [o for o in objects.values() if o["kind"] == "NetworkPolicy"]
     (tmp_path / "ray-pods.yaml").write_text(charts.as_yaml(pods + policies))
-    proc = subprocess.run([str(CHECKOV), "-d", str(tmp_path), "--config-file",
-                           str(charts.CHARTS_DIR / ".checkov.yaml"), "-o", "json"],
-                          capture_output=True, text=True, timeout=300)
-    report = json.loads(proc.stdout)
-    summary = report["summary"] if isinstance(report, dict) else report[0]["summary"]
-    failed = [] if isinstance(report, list) else report["results"]["failed_checks"]
-    assert proc.returncode == 0 and summary["failed"] == 0, [
-        (f["check_id"], f["resource"]) for f in failed]
+    summary = checkov_passes(tmp_path)
     assert summary["resource_count"] == len(pods) + len(policies) == 6
     assert summary["passed"] > 200 and summary["skipped"] == 1  # CKV_K8S_38, the autoscaler
