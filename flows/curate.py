@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import tempfile
 import time
 from collections import Counter
@@ -27,8 +26,10 @@ from flows.curation_pipeline import (
     STORE_PREFIX,
     PipelineStats,
     check_ray_address,
+    ray_address,
     ray_session,
     run_pipeline,
+    staged_clip,
 )
 from flows.profiles import run_config
 from flows.settings import Settings, get_settings
@@ -37,7 +38,7 @@ from flows.tracking import ensure_experiment
 from flows.ui import log_progress, report_run, say
 from models.assets import bvh_files, sample_data
 from models.curation import CurationThresholds
-from models.data.shards import decode_sample, json_default, write_shards
+from models.data.shards import json_default, write_shards
 from models.data.sources import ClipSpec, Job, MocapJob, SyntheticJob, VideoJob
 from models.errors import InvalidInput
 
@@ -153,7 +154,7 @@ def check_inputs(settings: Settings) -> None:
     video_files(settings)
     open_store(settings)
     ensure_experiment(settings, "curation")
-    if address := settings.curate.ray_address or os.environ.get("RAY_ADDRESS"):
+    if address := ray_address(settings):
         check_ray_address(address)
 
 
@@ -218,12 +219,6 @@ def _tmp_dir(settings: Settings) -> Path:
     path = settings.home / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def staged_clip(store: ObjectStore, staging: str, key: str) -> dict:
-    """A kept clip as the curation workers wrote it to the staging prefix."""
-    return decode_sample(key, store.get_bytes(f"{staging}/{key}.npz"),
-                         store.get_bytes(f"{staging}/{key}.json"))
 
 
 def _publish(store: ObjectStore, settings: Settings, name: str, key: str, rows: list[dict],

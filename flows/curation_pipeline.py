@@ -32,11 +32,11 @@ from pathlib import Path
 
 from flows.errors import InvalidSettings, ServiceUnavailable
 from flows.settings import Settings
-from flows.store import open_store
+from flows.store import ObjectStore, open_store
 from models.curation import CurationThresholds, caption, intensity_label
 from models.curation.filters import curate_clip
 from models.curation.identity import identity_filter
-from models.data.shards import encode_sample, sample_digest
+from models.data.shards import decode_sample, encode_sample, sample_digest
 from models.data.sources import (
     ClipSpec,
     Job,
@@ -179,11 +179,21 @@ class Score:
         row = clip_row(clip, kept=verdict.kept, reason=verdict.reason, failed=verdict.failed,
                        scores=verdict.scores, timings=verdict.timings)
         if verdict.kept:
-            npz, meta = encode_sample(clip)
-            self.store.put_bytes(f"{self.staging}/{clip['key']}.npz", npz)
-            self.store.put_bytes(f"{self.staging}/{clip['key']}.json", meta)
+            for name, data in zip(staged_names(self.staging, clip["key"]), encode_sample(clip),
+                                  strict=True):
+                self.store.put_bytes(name, data)
             row["digest"] = sample_digest(clip)
         return [Finished(row)]
+
+
+def staged_names(staging: str, key: str) -> tuple[str, str]:
+    """The object-store keys of a kept clip's arrays (.npz) and metadata (.json)."""
+    return f"{staging}/{key}.npz", f"{staging}/{key}.json"
+
+
+def staged_clip(store: ObjectStore, staging: str, key: str) -> dict:
+    """A kept clip as the score stage wrote it to the staging prefix."""
+    return decode_sample(key, *(store.get_bytes(name) for name in staged_names(staging, key)))
 
 
 STAGES: dict[str, type] = {"source": Source, "extract": Extract, "identity": Identity,
@@ -198,9 +208,6 @@ class StageWorker:
 
     def __init__(self, stage: type, *args):
         self.stage = stage(*args)
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def run(self, item) -> tuple[list, float]:
         start = time.perf_counter()
@@ -218,7 +225,7 @@ def ray_session(settings: Settings) -> Iterator[dict]:
     if ray.is_initialized():
         yield {"address": "(already initialised)", "start_s": 0.0}
         return
-    address = settings.curate.ray_address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(settings)
     start = time.perf_counter()
     common = {"logging_level": logging.WARNING, "log_to_driver": False,
               "configure_logging": True}
@@ -235,6 +242,12 @@ def ray_session(settings: Settings) -> Iterator[dict]:
         yield {"address": address or "local", "start_s": time.perf_counter() - start}
     finally:
         ray.shutdown()
+
+
+def ray_address(settings: Settings) -> str | None:
+    """The Ray cluster to use: MC_CURATE__RAY_ADDRESS, else Ray's own RAY_ADDRESS; None: a
+    local Ray for the run."""
+    return settings.curate.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
 def _unreachable(address: str | None, exc: BaseException) -> ServiceUnavailable:

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import ray
 
-from flows.curate import clip_spec, staged_clip
+from flows.curate import clip_spec
 from flows.curation_pipeline import (
     Identity,
     PipelineStats,
     ray_session,
     run_pipeline,
+    staged_clip,
 )
 from flows.errors import InvalidSettings, ServiceUnavailable
 from flows.settings import load_settings
