@@ -23,7 +23,6 @@ from prefect.cache_policies import NO_CACHE
 from rich.progress import Progress
 
 from flows.curation_pipeline import (
-    STORE_PREFIX,
     PipelineStats,
     check_ray_address,
     ray_address,
@@ -33,7 +32,7 @@ from flows.curation_pipeline import (
 )
 from flows.profiles import run_config
 from flows.settings import Settings, get_settings
-from flows.store import ObjectStore, open_store
+from flows.store import STORE_PREFIX, ObjectStore, open_store
 from flows.tracking import ensure_experiment
 from flows.ui import log_progress, report_run, say
 from models.assets import bvh_files, sample_data

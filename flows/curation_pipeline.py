@@ -32,7 +32,7 @@ from pathlib import Path
 
 from flows.errors import InvalidSettings, ServiceUnavailable
 from flows.settings import Settings
-from flows.store import ObjectStore, open_store
+from flows.store import STORE_PREFIX, ObjectStore, open_store
 from models.curation import CurationThresholds, caption, intensity_label
 from models.curation.filters import curate_clip
 from models.curation.identity import identity_filter
@@ -48,7 +48,6 @@ from models.data.sources import (
 )
 from models.errors import InvalidInput
 
-STORE_PREFIX = "store:"  # a VideoJob path naming an object-store key instead of a local file
 RETRIES = 2  # of a clip whose stage raised, before it is recorded as dropped
 
 

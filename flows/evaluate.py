@@ -186,14 +186,14 @@ def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
     return {"rows": rows, "metrics": metrics, "samples": samples, "skipped": skipped}
 
 
-def model_generator(bundle, settings: Settings, text):
+def model_generator(bundle, settings: Settings):
     """generate(item) for a registered model: the end-to-end pipeline, timed."""
     guidance = bundle.guidance()
     steps = bundle.steps
     if bundle.kind == "teacher":  # the teacher as the platform runs it: dual-branch CFG
         guidance = replace(guidance, dual=True)
         steps = settings.evaluate.teacher_steps or steps
-    pipe = bundle.pipeline(text=text, steps=steps, guidance=guidance)
+    pipe = bundle.pipeline(steps=steps, guidance=guidance)  # the text encoder it carries
 
     def generate(item: BenchItem):
         start = time.perf_counter()
@@ -297,8 +297,6 @@ def evaluate_flow(teacher_version: int | None = None, student_version: int | Non
     models = resolve_models(settings, teacher_version, student_version)
     from models.gsb import load_ratings
     from models.motion import HolisticExtractor
-    from models.text import TextEncoder
-
     ratings_dir = settings.evaluate.gsb_ratings  # read now: a bad file fails before any clip
     ratings = load_ratings(sorted(ratings_dir.glob("*.json"))) if ratings_dir else []
     bundles = [load_bundle(settings, name, version=int(version)) for name, version in models]
@@ -308,7 +306,6 @@ def evaluate_flow(teacher_version: int | None = None, student_version: int | Non
     key = set_key(items, {"evaluate": settings.evaluate.model_dump(exclude={"gsb_ratings"}),
                           "size": size})
     client = connect(settings).MlflowClient()
-    text = TextEncoder()
     results: dict[str, dict] = {}
     lpips = settings.evaluate.lpips_weights
     targets = baseline_targets(items, size, frames)
@@ -318,7 +315,7 @@ def evaluate_flow(teacher_version: int | None = None, student_version: int | Non
     gsb = len(labels) == 2 and bool(fresh)  # a newly evaluated model is rated against the other
     with HolisticExtractor() as extractor:
         for label, bundle in labels.items():
-            generate = model_generator(bundle, settings, text)
+            generate = model_generator(bundle, settings)
             if label not in fresh:
                 ui.say(f"{label}: already evaluated on this benchmark set (reused)")
                 results[label] = {"reused": True, "metrics": tagged_metrics(bundle.tags)}

@@ -8,16 +8,30 @@ Read one function top to bottom to know what a profile does (as torchtitan's
     small   one GPU
     base    a GPU cluster, Wan2.1-1.3B-sized DiT
 
-`run_config(settings)` returns the profile's config with the user's `MC_TRAIN__*` and
-`MC_CURATE__CLIP_*` overrides applied. The train and distill flows put the whole config into
-the plan they hand to the worker, so a worker (locally or in a pod) trains exactly it.
+`run_config(settings)` returns the profile's config with the user's overrides applied: first
+an override file (`MC_RUN_CONFIG`, TOML or JSON, any RunConfig field, nested), then the
+`MC_TRAIN__*` and `MC_CURATE__CLIP_*` settings. The train and distill flows put the whole
+config into the plan they hand to the worker, so a worker (locally or in a pod) trains exactly
+it. An override file, e.g. the base profile's code path at CPU size:
+
+    # base-cpu.toml
+    resolution = 64
+    clip = {size = 64, frames = 9, fps = 12.0}
+    vae = {latent_channels = 4}
+    dit = {dim = 32, depth = 2, heads = 2, ffn_dim = 64, text_dim = 32}
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
+from flows.errors import MotionControlError
 from models.data.sources import ClipSpec
 from models.dit import DiTConfig
 from models.vae import VAEConfig
@@ -94,6 +108,10 @@ class RunConfig:
     train: TrainConfig
     distill: DistillConfig
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # The pretrained backbone the profile starts from (flows/backbone.py): "wan" = Wan2.x's
+    # VAE registered as stage 0, its DiT weights under stage 1, its umT5 text encoder;
+    # None = trained from scratch, MiniLM text.
+    backbone: str | None = None
 
 
 def _dit(vae: VAEConfig, sampling: SamplingConfig, **sizes) -> DiTConfig:
@@ -189,7 +207,7 @@ def base() -> RunConfig:
         profile="base", clip=ClipSpec(size=512, frames=81, fps=24.0), resolution=512,
         vae=vae,
         dit=_dit(vae, sampling, patch_size=(1, 2, 2), dim=1536, depth=30, heads=12,
-                 ffn_dim=8960, face_every=5, pose_width=64, appearance_width=64,
+                 ffn_dim=8960, text_dim=4096, face_every=5, pose_width=64, appearance_width=64,
                  appearance_grid=4, identity_tokens=4, library_tokens=8, face_tokens=8),
         train=TrainConfig(
             stages={0: StageConfig(0, 0.0, 1), 1: StageConfig(50_000, 5e-5, 32),
@@ -199,7 +217,7 @@ def base() -> RunConfig:
             id_every=200),
         distill=DistillConfig(guidance=StageConfig(10_000, 2e-5, 32),
                               steps=StageConfig(20_000, 2e-5, 32)),
-        sampling=sampling)
+        sampling=sampling, backbone="wan")
 
 
 def profile_config(name: str) -> RunConfig:
@@ -209,8 +227,11 @@ def profile_config(name: str) -> RunConfig:
 
 
 def run_config(settings) -> RunConfig:
-    """The profile's config with the user's overrides (MC_TRAIN__*, MC_CURATE__CLIP_*)."""
+    """The profile's config with the user's overrides: the `MC_RUN_CONFIG` file's, then
+    MC_TRAIN__* and MC_CURATE__CLIP_*."""
     run = profile_config(settings.profile)
+    if settings.run_config is not None:
+        run = apply_overrides(run, read_overrides(settings.run_config))
     t, c = settings.train, settings.curate
     train_overrides = {k: v for k, v in t.model_dump().items()
                        if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}}
@@ -220,3 +241,46 @@ def run_config(settings) -> RunConfig:
                     fps=c.clip_fps or run.clip.fps)
     return dataclasses.replace(run, clip=clip, sampling=sampling,
                                train=dataclasses.replace(run.train, **train_overrides))
+
+
+def read_overrides(path: Path) -> dict:
+    """The nested dict of an override file (TOML, or JSON by its suffix)."""
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        return tomllib.loads(path.read_text())
+    except (ValueError, OSError) as exc:  # tomllib's and json's decode errors are ValueErrors
+        raise MotionControlError(f"MC_RUN_CONFIG={path} is not valid "
+                                 f"{'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+
+
+_RUN = TypeAdapter(RunConfig)
+
+
+def apply_overrides(run: RunConfig, overrides: dict) -> RunConfig:
+    """`run` with `overrides` (nested like RunConfig) merged in, checked field by field. The
+    DiT's latent channels and compression factors follow the VAE's: they are one choice."""
+    merged = _merge(_RUN.dump_python(run, mode="json"), overrides, "")
+    try:
+        new = _RUN.validate_python(merged, strict=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise MotionControlError(f"MC_RUN_CONFIG: {where}: {first['msg']}") from None
+    except ValueError as exc:  # a config's own checks (e.g. DiTConfig's head split)
+        raise MotionControlError(f"MC_RUN_CONFIG: {exc}") from None
+    return dataclasses.replace(new, dit=dataclasses.replace(
+        new.dit, latent_channels=new.vae.latent_channels,
+        temporal_factor=new.vae.temporal_factor, spatial_factor=new.vae.spatial_factor))
+
+
+def _merge(base: dict, overrides: dict, where: str) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        key = str(key)
+        if key not in out:
+            raise MotionControlError(f"MC_RUN_CONFIG: {where}{key} is not a run-config field "
+                                     f"(fields here: {', '.join(sorted(out))})")
+        out[key] = _merge(out[key], value, f"{where}{key}.") \
+            if isinstance(value, dict) and isinstance(out[key], dict) else value
+    return out

@@ -7,7 +7,8 @@ distillation, evaluation, serving and `mlflow.pyfunc.load_model` all read it.
     meta.json          {"dit": ..., "vae": ...}: each part's `model_meta`, how to rebuild it
     dit.safetensors    the DiT (a teacher stage 1-3 or a student); absent in a stage-0 VAE
     vae.safetensors    the video VAE (a DiT's: the one it was trained with)
-    text_encoder/      the MiniLM text encoder (DiT models only)
+    text_encoder/      the text encoder and its tokenizer (DiT models only): MiniLM, or the
+                       pretrained backbone's (umT5 for `base`)
 
 Safetensors hold tensors only, so loading a model unpickles nothing. Use:
 
@@ -56,16 +57,18 @@ Part = tuple[torch.nn.Module, dict]
 # --- the weights folder ------------------------------------------------------------------
 
 
-def save_parts(folder: Path, parts: dict[str, Part]) -> None:
+def save_parts(folder: Path, parts: dict[str, Part], text=None) -> None:
     """Write `{"dit": (module, meta), "vae": ...}` as the folder above (a DiT's with the
-    text encoder it conditions on)."""
+    text encoder it conditions on: `text`, a TextEncoder; None: the bundled MiniLM)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, (module, _) in parts.items():
         tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(tensors, folder / f"{name}.safetensors")
     (folder / META_FILE).write_text(json.dumps(
         {name: meta for name, (_, meta) in parts.items()}, indent=2))
-    if "dit" in parts:
+    if "dit" in parts and text is not None:
+        text.save(folder / TEXT_ENCODER)
+    elif "dit" in parts:
         shutil.copytree(minilm_dir(), folder / TEXT_ENCODER, dirs_exist_ok=True)
 
 
@@ -79,9 +82,13 @@ def read_part(folder: Path, name: str) -> Part:
 
 
 def read_bundle(folder: Path) -> ModelBundle:
-    """The DiT, VAE and sampling meta of a weights folder (no registry provenance)."""
+    """The DiT, VAE, text encoder and sampling meta of a weights folder (no registry
+    provenance)."""
+    from models.text import TextEncoder
+
     (dit, meta), (vae, vae_meta) = read_part(folder, "dit"), read_part(folder, "vae")
-    return ModelBundle(dit, vae, meta, vae_meta)
+    text = TextEncoder(folder / TEXT_ENCODER) if (folder / TEXT_ENCODER).is_dir() else None
+    return ModelBundle(dit, vae, meta, vae_meta, text=text)
 
 
 def download_part(model_uri: str, name: str) -> Part:
@@ -91,18 +98,25 @@ def download_part(model_uri: str, name: str) -> Part:
         return read_part(_download(model_uri, [name], Path(tmp)), name)
 
 
+def download_text_encoder(model_uri: str, dest: Path) -> Path:
+    """The text encoder folder of a registered DiT model, downloaded under `dest`."""
+    return _download(model_uri, [], dest, [TEXT_ENCODER]) / TEXT_ENCODER
+
+
 def download_bundle(model_uri: str) -> ModelBundle:
-    """The DiT and VAE of a registered model (`models:/<name>/<version>` or `@<alias>`)."""
+    """The DiT, VAE and text encoder of a registered model (`models:/<name>/<version>` or
+    `@<alias>`)."""
     with tempfile.TemporaryDirectory(prefix="mc-model-") as tmp:
-        return read_bundle(_download(model_uri, ["dit", "vae"], Path(tmp)))
+        return read_bundle(_download(model_uri, ["dit", "vae"], Path(tmp), [TEXT_ENCODER]))
 
 
-def _download(model_uri: str, names: list[str], dest: Path) -> Path:
-    """The meta and the weights of parts `names` of a model's weights folder, under `dest`;
-    returns the local weights folder."""
+def _download(model_uri: str, names: list[str], dest: Path,
+              folders: tuple[str, ...] | list[str] = ()) -> Path:
+    """The meta and the weights of parts `names` (and the sub`folders`) of a model's weights
+    folder, under `dest`; returns the local weights folder."""
     import mlflow
 
-    for file in (META_FILE, *(f"{name}.safetensors" for name in names)):
+    for file in (META_FILE, *(f"{name}.safetensors" for name in names), *folders):
         try:
             local = Path(mlflow.artifacts.download_artifacts(
                 artifact_uri=f"{model_uri}/data/{WEIGHTS}/{file}", dst_path=str(dest)))
@@ -159,7 +173,7 @@ def load_pipeline(folder: Path, device: str | None = None,
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     bundle.dit.to(device)
     bundle.vae.to(device)
-    return bundle.pipeline(text=TextEncoder(folder / TEXT_ENCODER))
+    return bundle.pipeline(text=bundle.text or TextEncoder(folder / TEXT_ENCODER))
 
 
 class VAEModel:
@@ -259,9 +273,10 @@ def pip_requirements() -> list[str]:
     return pinned
 
 
-def log_pipeline_model(parts: dict[str, Part], name: str = "model"):
-    """Log `{"dit": (module, meta), "vae": (module, meta)}` (a VAE run: only "vae") as a
-    pyfunc model of the active run; returns MLflow's ModelInfo (`.model_uri` to register).
+def log_pipeline_model(parts: dict[str, Part], name: str = "model", text=None):
+    """Log `{"dit": (module, meta), "vae": (module, meta)}` (a VAE run: only "vae") and a
+    DiT's TextEncoder `text` (None: MiniLM) as a pyfunc model of the active run; returns
+    MLflow's ModelInfo (`.model_uri` to register).
     MLflow loads the logged model and runs it on its input example before returning (a
     failure is logged as a warning): one clip's generation."""
     import mlflow.pyfunc
@@ -270,7 +285,7 @@ def log_pipeline_model(parts: dict[str, Part], name: str = "model"):
     frames = int(parts["dit" if generator else "vae"][1]["frames"])
     with tempfile.TemporaryDirectory(prefix="mc-log-") as tmp:
         folder = Path(tmp) / WEIGHTS
-        save_parts(folder, parts)
+        save_parts(folder, parts, text)
         return mlflow.pyfunc.log_model(
             name=name, loader_module=__name__, data_path=str(folder),
             signature=signature(generator), input_example=input_example(frames, generator),

@@ -106,6 +106,7 @@ class ModelBundle:
     vae: torch.nn.Module
     meta: dict = field(default_factory=dict)  # the DiT's (model_meta)
     vae_meta: dict = field(default_factory=dict)
+    text: object | None = None  # the TextEncoder the DiT was trained with; None: MiniLM
     name: str = ""
     version: int = 0
     tags: dict[str, str] = field(default_factory=dict)
@@ -145,7 +146,12 @@ class ModelBundle:
         kwargs = {"size": self.resolution, "frames": self.frames, "steps": self.steps,
                   "guidance": self.guidance(),
                   "sampler": FlowMatchSampler(shift=self.meta["timestep_shift"]), **overrides}
-        return MotionControlPipeline(self.dit, self.vae, text or TextEncoder(), **kwargs)
+        text = text or self.text or TextEncoder()
+        if text.dim != self.dit.config.text_dim:
+            raise MotionControlError(
+                f"the text encoder gives {text.dim}-d tokens but the DiT reads "
+                f"{self.dit.config.text_dim}-d: use the text encoder its version carries")
+        return MotionControlPipeline(self.dit, self.vae, text, **kwargs)
 
 
 def model_meta(run: RunConfig, objective: str, stage: int) -> dict:
@@ -174,10 +180,13 @@ def _plain(config) -> dict:
 
 
 def build_model(meta: dict) -> torch.nn.Module:
-    """A freshly initialised VideoVAE or MotionDiT as `meta` describes it."""
+    """A freshly initialised VideoVAE (a pretrained Wan VAE's architecture when the meta's
+    `arch` is "wan": flows/backbone.py) or MotionDiT as `meta` describes it."""
     from models.dit import DiTConfig, MotionDiT
-    from models.vae import VAEConfig, VideoVAE
+    from models.vae import VAEConfig, VideoVAE, WanVAEAdapter
 
+    if meta["kind"] == "vae" and meta.get("arch") == "wan":
+        return WanVAEAdapter.from_config(meta["config"])
     if meta["kind"] == "vae":
         return VideoVAE(TypeAdapter(VAEConfig).validate_python(meta["config"]))
     return MotionDiT(TypeAdapter(DiTConfig).validate_python(meta["config"]),

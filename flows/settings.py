@@ -22,6 +22,7 @@ from pydantic import (
     AliasChoices,
     BaseModel,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     field_validator,
@@ -110,6 +111,10 @@ class TrainSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="where each rank trains: auto = one GPU per rank (NCCL) "
         "when torch sees CUDA, else the CPU (gloo)")
+    wan_weights: str | None = Field(
+        default=None, description="the base profile's pretrained Wan2.x weights, diffusers "
+        "layout (transformer/, vae/, text_encoder/, tokenizer/): a local folder, or "
+        "`store:<prefix>` in the object store")
 
 
 class EvaluateSettings(BaseModel):
@@ -271,6 +276,9 @@ class Settings(BaseSettings):
         description="All local state: mlflow.db, mlartifacts/, store/, prefect/, triton/, stack/.",
     )
     seed: int = Field(default=0, ge=0)
+    run_config: FilePath | None = Field(
+        default=None, description="a TOML or JSON file of run-config overrides (the fields of "
+        "flows/profiles.py RunConfig, nested) applied on top of the profile")
 
     # --- object store -------------------------------------------------------------------
     store_backend: StoreBackend = "local"

@@ -32,6 +32,9 @@ from flows.errors import ChecksumMismatch, ObjectNotFound, ServiceUnavailable, S
 from flows.settings import Settings
 
 CHUNK = 1 << 20  # 1 MiB
+# A setting's value naming an object-store key or prefix instead of a local path
+# (MC_CURATE__VIDEOS, MC_TRAIN__WAN_WEIGHTS): `store:<key>`.
+STORE_PREFIX = "store:"
 SHA_META = "sha256"
 
 

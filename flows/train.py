@@ -22,6 +22,7 @@ from typing import Literal
 from prefect import flow
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from flows.backbone import check_wan, load_wan_vae, uses_backbone, wan_folder, wan_vae_meta
 from flows.datasets import dataset_ref, load_manifest
 from flows.errors import MotionControlError
 from flows.launch import launcher_for
@@ -80,16 +81,24 @@ def plan_stage(settings: Settings, stage: int) -> TrainPlan:
         parent = model_uri(TEACHER_MODEL, version=found)
     objective = "vae" if stage == 0 else "teacher"
     teacher = stage >= 1
+    model = model_meta(run, objective, stage)
+    steps = settings.train.steps or stage_cfg.steps
+    backbone = None
+    if uses_backbone(run) and stage <= 1:  # checked here: bad weights stop before the worker
+        folder = wan_folder(settings)
+        check_wan(folder, run)
+        backbone = settings.train.wan_weights
+        if stage == 0:  # the pretrained VAE is registered, not trained
+            model, steps = wan_vae_meta(folder, run), 0
     return TrainPlan(
         objective=objective, stage=stage, run_id="", dataset=manifest["dataset"],
-        dataset_digest=manifest["digest"], run=run, model=model_meta(run, objective, stage),
-        steps=settings.train.steps or stage_cfg.steps, lr=stage_cfg.lr,
+        dataset_digest=manifest["digest"], run=run, model=model, steps=steps, lr=stage_cfg.lr,
         batch_size=settings.train.batch_size or stage_cfg.batch_size,
         # stage 3 learns identity-agnostic motion from drivers of other characters
         cross_identity=run.train.cross_identity if stage == 3 else 0.0,
         static_prob=run.train.static_prob if teacher else 0.0,
         condition_dropout=teacher, parent_weights=parent, vae_weights=vae,
-        seed=settings.seed)
+        backbone_weights=backbone, seed=settings.seed)
 
 
 def resume_key(plan: TrainPlan) -> str:
@@ -164,7 +173,10 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
     plan_path = settings.home / "tmp" / "train" / f"{plan.run_id}.json"
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(plan.to_json())
-    done = _run_with_progress(settings, plan, str(plan_path), run_name)
+    if plan.objective == "vae" and plan.backbone_weights:
+        done = _register_pretrained_vae(settings, plan)
+    else:
+        done = _run_with_progress(settings, plan, str(plan_path), run_name)
 
     version = register_version(
         settings, done["model_uri"], model_name,
@@ -180,6 +192,21 @@ def execute_plan(settings: Settings, plan: TrainPlan, *, experiment: str, run_na
                f"{title}: the run's final figures")
     return TrainResult(plan.stage, plan.run_id, version, model_uri(model_name, version=version),
                        False)
+
+
+def _register_pretrained_vae(settings: Settings, plan: TrainPlan) -> dict:
+    """Stage 0 of a profile with a pretrained backbone: its VAE becomes the run's model, as
+    a trained one would (the same files, so every later step reads it the same way)."""
+    from flows.pyfunc_model import log_pipeline_model
+
+    say(f"stage 0: registering the pretrained VAE of {plan.backbone_weights}")
+    vae = load_wan_vae(wan_folder(settings, plan.backbone_weights))
+    meta = {**plan.model, "frames": plan.run.clip.frames, "dataset_digest": plan.dataset_digest}
+    mlflow = connect(settings)
+    with mlflow.start_run(run_id=plan.run_id):
+        mlflow.log_param("pretrained_vae", f"{plan.backbone_weights}/vae")
+        info = log_pipeline_model({"vae": (vae, meta)})
+    return {"model_uri": info.model_uri}
 
 
 def _run_with_progress(settings: Settings, plan: TrainPlan, plan_path: str, label: str) -> dict:

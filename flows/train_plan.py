@@ -40,6 +40,9 @@ class TrainPlan:
     parent_weights: str | None = None  # the DiT the model starts from
     vae_weights: str | None = None  # the VAE (DiT runs): stage 0's, or the teacher's
     teacher_weights: str | None = None  # distillation: the frozen DiT to imitate
+    # The pretrained backbone (MC_TRAIN__WAN_WEIGHTS, flows/backbone.py) stage 0 registers
+    # and stage 1 starts from, with its text encoder; later runs read their parent's.
+    backbone_weights: str | None = None
     seed: int = 0
     extra: dict = field(default_factory=dict)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from flows.backbone import init_from_wan, wan_folder
 from flows.checkpoints import (
     commit_checkpoint,
     download_checkpoint,
@@ -39,7 +41,7 @@ from flows.checkpoints import (
 )
 from flows.datasets import load_manifest, shard_dataset
 from flows.launch import emit
-from flows.pyfunc_model import download_part, log_pipeline_model
+from flows.pyfunc_model import download_part, download_text_encoder, log_pipeline_model
 from flows.registry import build_model
 from flows.runtime import configure
 from flows.store import ObjectStore, open_store
@@ -56,17 +58,17 @@ from models.text import TextEncoder
 # --- the model and its objective, chosen once per run ---------------------------------------
 
 
-def vae_run(plan: TrainPlan, device: torch.device):
+def vae_run(plan: TrainPlan, device: torch.device, text: TextEncoder | None):
     return build_model(plan.model), VAEObjective(plan.run.resolution, plan.run.train.kl_weight,
                                                  device=device)
 
 
-def teacher_run(plan: TrainPlan, device: torch.device):
+def teacher_run(plan: TrainPlan, device: torch.device, text: TextEncoder):
     """A teacher stage starts from the previous one (its new condition paths at zero)."""
     run, cfg = plan.run, plan.run.train
     model = _start_from_parent(plan)
     objective = FlowMatchingObjective(
-        _part(plan.vae_weights, "vae"), TextEncoder(), run.resolution,
+        _part(plan.vae_weights, "vae"), text, run.resolution,
         steps=run.sampling.teacher_steps,
         # samples as the naive three-branch sampler draws them: what the teacher learned
         guidance=GuidanceConfig(text_scale=run.sampling.text_scale,
@@ -76,32 +78,32 @@ def teacher_run(plan: TrainPlan, device: torch.device):
     return model, objective
 
 
-def guidance_run(plan: TrainPlan, device: torch.device):
+def guidance_run(plan: TrainPlan, device: torch.device, text: TextEncoder):
     """The guidance stage: a student learns the teacher's guided velocity at random scales."""
     run = plan.run
     loss = GuidanceDistillation(_part(plan.teacher_weights, "dit").to(device),
                                 text_range=run.distill.text_range,
                                 reference_range=run.distill.reference_range,
                                 shift=run.sampling.timestep_shift)
-    return _student(plan, loss, device)
+    return _student(plan, loss, device, text)
 
 
-def steps_run(plan: TrainPlan, device: torch.device):
+def steps_run(plan: TrainPlan, device: torch.device, text: TextEncoder):
     """The steps stage: one student step per segment of the guidance-stage model's path."""
     run = plan.run
     loss = StepDistillation(_part(plan.teacher_weights, "dit").to(device),
                             student_steps=run.sampling.student_steps,
                             teacher_steps=run.distill.segment_steps,
                             shift=run.sampling.timestep_shift)
-    return _student(plan, loss, device)
+    return _student(plan, loss, device, text)
 
 
 RUNS = {"vae": vae_run, "teacher": teacher_run, "guidance": guidance_run, "steps": steps_run}
 
 
-def _student(plan: TrainPlan, loss, device: torch.device):
+def _student(plan: TrainPlan, loss, device: torch.device, text: TextEncoder):
     """A student starts as the model it imitates (plus a zero-initialised guidance input)."""
-    objective = DistillationObjective(_part(plan.vae_weights, "vae"), TextEncoder(),
+    objective = DistillationObjective(_part(plan.vae_weights, "vae"), text,
                                       plan.run.resolution, distill=loss,
                                       steps=plan.model["sampler_steps"],
                                       shift=plan.run.sampling.timestep_shift, device=device)
@@ -118,6 +120,24 @@ def _start_from_parent(plan: TrainPlan) -> torch.nn.Module:
 def _part(model_uri: str, name: str) -> torch.nn.Module:
     """The "dit" or "vae" of a registered model a run starts from or learns against."""
     return download_part(model_uri, name)[0]
+
+
+def text_encoder_dir(plan: TrainPlan, settings) -> Path | None:
+    """Where a DiT run's text encoder is: its parent version's (what that DiT was trained
+    with; kept in MC_HOME/cache), else the pretrained backbone's (stage 1 of `base`), else
+    None: the bundled MiniLM. A folder, so the DataLoader workers load it too."""
+    if plan.parent_weights:
+        name = plan.parent_weights.removeprefix("models:/").replace("/", "-").replace("@", "-")
+        folder = settings.home / "cache" / "text_encoder" / name
+        if not folder.is_dir():  # fetched whole into a temporary folder, then renamed
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+            download_text_encoder(plan.parent_weights, tmp).rename(folder)
+            shutil.rmtree(tmp)
+        return folder
+    if plan.backbone_weights:
+        return wan_folder(settings, plan.backbone_weights)
+    return None
 
 
 # --- where a rank trains ---------------------------------------------------------------------
@@ -213,12 +233,17 @@ def main(plan_path: str) -> None:
     store = open_store(settings)
     manifest = load_manifest(store, plan.dataset, plan.dataset_digest)
 
+    # one copy of the text encoder per machine: the first rank there fetches it
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and plan.objective != "vae":
+        text_encoder_dir(plan, settings)
+    dist.barrier()
+    text_dir = None if plan.objective == "vae" else text_encoder_dir(plan, settings)
     train_data = shard_dataset(
         settings, manifest, "train", seed=plan.seed, cross_identity=plan.cross_identity,
         static_prob=plan.static_prob,
         dropout=ConditionDropout() if plan.condition_dropout else None,
         transform=None if plan.objective == "vae" else PrepareConditions(
-            plan.run.resolution, motion=plan.run.train.region_alpha > 0))
+            plan.run.resolution, motion=plan.run.train.region_alpha > 0, text_dir=text_dir))
     # validation on held-out pairs of the kind the run trains on, the same every step
     val_data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
                              distributed=False, cross_identity=float(plan.cross_identity > 0),
@@ -226,7 +251,13 @@ def main(plan_path: str) -> None:
     val = [b for _, b in zip(range(cfg.val_batches),
                              DataLoader(val_data, batch_size=plan.batch_size), strict=False)]
 
-    model, objective = RUNS[plan.objective](plan, where.device)
+    model, objective = RUNS[plan.objective](
+        plan, where.device, None if plan.objective == "vae" else TextEncoder(text_dir))
+    conversion = None
+    if plan.objective == "teacher" and plan.backbone_weights and not plan.parent_weights:
+        # stage 1 of a backbone profile starts as the pretrained DiT (a resumed run then
+        # loads its checkpoint over it)
+        conversion = init_from_wan(model, wan_folder(settings, plan.backbone_weights))
     model.to(where.device)
     if cfg.activation_checkpointing and hasattr(model, "gradient_checkpointing"):
         model.gradient_checkpointing = True
@@ -249,6 +280,8 @@ def main(plan_path: str) -> None:
         # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default: 10)
         mlflow.start_run(run_id=plan.run_id, log_system_metrics=True)
         emit({"event": "start", "step": start, "total": plan.steps, "stage": plan.stage})
+        if conversion is not None:
+            mlflow.log_text(conversion.summary(), "wan_conversion.txt")
         if start == 0:
             log({"val_loss": objective.validate(engine.module, val)}, 0)
     data = batches(train_data, plan.batch_size, settings.train.loader_workers,
@@ -288,7 +321,7 @@ def main(plan_path: str) -> None:
         # with, runnable with mlflow.pyfunc.load_model (flows/pyfunc_model.py).
         parts = {"vae": (final, meta)} if plan.objective == "vae" else \
             {"dit": (final, meta), "vae": download_part(plan.vae_weights, "vae")}
-        info = log_pipeline_model(parts)
+        info = log_pipeline_model(parts, text=getattr(objective, "text", None))
         emit({"event": "done", "step": plan.steps, "model_uri": info.model_uri})
         mlflow.end_run()
     dist.barrier()

@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -386,11 +387,13 @@ class PrepareConditions:
     `example["prepared"]`, in the DataLoader worker that reads it. An example comes back
     every epoch (the same target, driver and reference), so its arrays are cached, up to
     `cache_bytes` per worker (oldest out). Picklable (spawned workers); the text encoder
-    loads once per worker, on first use."""
+    (`text_dir`, models.text.TextEncoder's folder; None: MiniLM) loads once per worker, on
+    first use."""
 
     def __init__(self, size: int, *, motion: bool = False, max_text_len: int = 32,
-                 cache_bytes: int = 1 << 30):
+                 cache_bytes: int = 1 << 30, text_dir: str | Path | None = None):
         self.size, self.motion, self.max_text_len = size, motion, max_text_len
+        self.text_dir = text_dir
         self.cache_bytes, self.bytes = cache_bytes, 0
         self._cache: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
         self._text: TextEncoder | None = None
@@ -416,7 +419,7 @@ class PrepareConditions:
         if self._text is None:
             from models.text import TextEncoder
 
-            self._text = TextEncoder()
+            self._text = TextEncoder(self.text_dir)
         one = {k: [v] if isinstance(v, str) else np.asarray(v)[None]
                for k, v in example.items() if k not in ("drop", PREPARED)}
         prepared = prepare_batch(one, text=self._text, size=self.size,

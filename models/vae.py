@@ -120,6 +120,16 @@ class LatentVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward(self, x: torch.Tensor, sample: bool | None = None,
+                generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, DiagonalGaussian]:
+        """(recon, posterior). Decodes a posterior sample in training mode and the mean in
+        eval mode (deterministic validation), unless `sample` says otherwise."""
+        posterior = self.encode(x)
+        sample = self.training if sample is None else sample
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return self.decode(z), posterior
+
     def _per_channel(self, name: str) -> torch.Tensor:
         return getattr(self, name).view(1, -1, 1, 1, 1)
 
@@ -389,16 +399,6 @@ class VideoVAE(LatentVAE):
         self.check_latent(z)
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, sample: bool | None = None,
-                generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, DiagonalGaussian]:
-        """(recon, posterior). Decodes a posterior sample in training mode and the mean in
-        eval mode (deterministic validation), unless `sample` says otherwise."""
-        posterior = self.encode(x)
-        sample = self.training if sample is None else sample
-        z = posterior.sample(generator) if sample else posterior.mode()
-        return self.decode(z), posterior
-
     def loss(self, x: torch.Tensor, recon: torch.Tensor, posterior: DiagonalGaussian,
              kl_weight: float = 1e-4) -> dict[str, torch.Tensor]:
         """L1 reconstruction + kl_weight * KL, both means over elements (so the weight does
@@ -454,6 +454,14 @@ class WanVAEAdapter(LatentVAE):
                 "give one per latent channel in config.json")
         self.register_buffer("shift", torch.tensor(cfg.latents_mean, dtype=torch.float32))
         self.register_buffer("scaling_factor", 1.0 / torch.tensor(cfg.latents_std, dtype=torch.float32))
+
+    @classmethod
+    def from_config(cls, config: dict) -> WanVAEAdapter:
+        """A randomly initialised AutoencoderKLWan of `config` (its config.json), e.g. to
+        load a registered version's weights into."""
+        from diffusers import AutoencoderKLWan
+
+        return cls(AutoencoderKLWan.from_config(config))
 
     @classmethod
     def from_pretrained(cls, local_dir: str | os.PathLike, **kwargs) -> WanVAEAdapter:

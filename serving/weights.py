@@ -3,7 +3,7 @@ by the repository builder and read by the Triton model. It is the registered ver
 MLflow weights folder (flows/pyfunc_model.py) plus where it came from:
 
     dit.safetensors, vae.safetensors, meta.json   the weights and how to rebuild each part
-    text_encoder/     the MiniLM text encoder
+    text_encoder/     the text encoder the DiT was trained with (MiniLM, or base's umT5)
     served.json       registered model name, version and tags
 """
 
@@ -18,7 +18,8 @@ from flows.registry import ModelBundle
 
 
 def write_served_weights(bundle: ModelBundle, folder: Path) -> None:
-    save_parts(folder, {"dit": (bundle.dit, bundle.meta), "vae": (bundle.vae, bundle.vae_meta)})
+    save_parts(folder, {"dit": (bundle.dit, bundle.meta), "vae": (bundle.vae, bundle.vae_meta)},
+               bundle.text)
     (folder / "served.json").write_text(json.dumps(
         {"name": bundle.name, "version": bundle.version, "tags": bundle.tags}, indent=2))
 

@@ -114,3 +114,51 @@ def collate(clips, cross: bool = True) -> dict:
         "action_phrase": [c.action_phrase for c in clips],
         "drop": {k: torch.tensor([False, k == "face"]) for k in DROP_KEYS},
     }
+
+
+# A Wan-architecture checkpoint the size of the `debug` DiT, for the `base` profile's code
+# path: its run config with these sizes (BASE_CPU) reads it like the real Wan2.1 folder.
+BASE_CPU = {"resolution": 64,  # clips curated at 128 px like tiny's: the filters need detail
+            "clip": {"size": 128, "frames": 17, "fps": 12.0},
+            "vae": {"latent_channels": 4},
+            "dit": {"dim": 32, "depth": 2, "heads": 2, "ffn_dim": 64, "text_dim": 32,
+                    "freq_dim": 32, "face_every": 1, "pose_width": 4, "appearance_width": 4,
+                    "appearance_grid": 2, "identity_tokens": 2, "library_tokens": 2,
+                    "face_tokens": 2},
+            "sampling": {"teacher_steps": 2, "student_steps": 2},
+            "distill": {"segment_steps": 4}}
+
+
+def write_tiny_wan(folder, run, seed: int = 0):
+    """A random Wan2.x checkpoint in diffusers layout (transformer/, vae/, text_encoder/,
+    tokenizer/) with `run`'s DiT, VAE and text sizes: what `MC_TRAIN__WAN_WEIGHTS` names.
+    The tokenizer is a byte-level BPE trained here on a few captions (any text encodes),
+    standing in for umT5's SentencePiece model, which is not available offline."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    from models.convert_wan import wan_config
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    WanTransformer3DModel(**wan_config(run.dit)).save_pretrained(folder / "transformer")
+    z = run.vae.latent_channels
+    AutoencoderKLWan(base_dim=8, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                     temperal_downsample=[False, True, True],
+                     latents_mean=[0.0] * z, latents_std=[1.0] * z).save_pretrained(folder / "vae")
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(
+        ["a person waving", "a character walks and claps", "jump, bow, dance in place"],
+        trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"],
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>",
+                                        eos_token="</s>", unk_token="<unk>")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=run.dit.text_dim, d_kv=8,
+                                d_ff=64, num_layers=2, num_heads=4)).save_pretrained(
+        folder / "text_encoder")
+    return folder

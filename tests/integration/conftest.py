@@ -57,6 +57,16 @@ SMALL = {
     "MC_CURATE__HELDOUT_CHARACTERS": "3", "MC_CURATE__VIDEO_WINDOWS": "1",
 }
 
+# `motionctl pipeline` with a few steps per stage: the wiring under test, not the quality
+FAST = {"MC_TRAIN__STEPS": "2", "MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VAL_EVERY": "2",
+        "MC_TRAIN__SAMPLE_EVERY": "2", "MC_TRAIN__SAMPLE_STEPS": "2",
+        "MC_TRAIN__BATCH_SIZE": "2", "MC_EVALUATE__PAIRS": "1", "MC_EVALUATE__REAL_CLIPS": "1",
+        "MC_EVALUATE__TEACHER_STEPS": "2", "MC_PROMOTE__STUDENT_TOLERANCE": "1000",
+        "MC_PROMOTE__BASELINE_TOLERANCE": "1000",  # 2-step models: the gate runs, relaxed
+        "MC_PROMOTE__LATENCY_BUDGET_S": "600", "COLUMNS": "200",
+        # a system-metrics sample every second: a 2-step run lasts only seconds
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
+
 
 @pytest.fixture(scope="session")
 def videos(tmp_path_factory):

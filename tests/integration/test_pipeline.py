@@ -18,16 +18,8 @@ from flows.registry import logged_model_id
 from flows.settings import STUDENT_MODEL, TEACHER_MODEL, load_settings
 from flows.tracking import connect, tracking_uri
 from tests.conftest import free_port
-from tests.integration.conftest import MOTIONCTL, SMALL
+from tests.integration.conftest import FAST, MOTIONCTL, SMALL
 
-FAST = {"MC_TRAIN__STEPS": "2", "MC_TRAIN__CHECKPOINT_EVERY": "2", "MC_TRAIN__VAL_EVERY": "2",
-        "MC_TRAIN__SAMPLE_EVERY": "2", "MC_TRAIN__SAMPLE_STEPS": "2",
-        "MC_TRAIN__BATCH_SIZE": "2", "MC_EVALUATE__PAIRS": "1", "MC_EVALUATE__REAL_CLIPS": "1",
-        "MC_EVALUATE__TEACHER_STEPS": "2", "MC_PROMOTE__STUDENT_TOLERANCE": "1000",
-        "MC_PROMOTE__BASELINE_TOLERANCE": "1000",  # 2-step models: the gate runs, relaxed
-        "MC_PROMOTE__LATENCY_BUDGET_S": "600", "COLUMNS": "200",
-        # a system-metrics sample every second: a 2-step run lasts only seconds
-        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
 STAGES = {"curate", "stage0", "stage1", "stage2", "stage3", "guidance", "steps",
           "evaluate-teacher", "evaluate-student"}
 METRICS = {"ssim", "psnr", "lpips", "pose_pck", "hand_pck", "face_nme", "id_similarity",

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from flows.errors import MotionControlError
 from flows.profiles import PROFILES, profile_config, run_config
 from flows.settings import load_settings
 from models.vae import VideoVAE, num_params
@@ -49,3 +50,33 @@ def test_user_overrides_reach_the_run_config(monkeypatch):
 def test_unknown_profile_names_the_choices():
     with pytest.raises(ValueError, match="debug"):
         profile_config("huge")
+
+
+def test_an_override_file_changes_any_field_and_the_environment_wins(tmp_path, monkeypatch):
+    path = tmp_path / "base-cpu.toml"
+    path.write_text('resolution = 64\nclip = {size = 64, frames = 9, fps = 12.0}\n'
+                    'vae = {latent_channels = 4}\n'
+                    'dit = {dim = 32, depth = 2, heads = 2, face_every = 1}\n'
+                    'train = {checkpoint_every = 3, stages = {1 = {steps = 5}}}\n')
+    monkeypatch.setenv("MC_PROFILE", "base")
+    monkeypatch.setenv("MC_RUN_CONFIG", str(path))
+    monkeypatch.setenv("MC_TRAIN__CHECKPOINT_EVERY", "4")  # a setting beats the file
+    run, base = run_config(load_settings()), profile_config("base")
+    assert (run.resolution, run.clip.frames, run.dit.dim, run.dit.depth) == (64, 9, 32, 2)
+    assert run.dit.latent_channels == 4  # follows the VAE's
+    assert run.train.stages[1].steps == 5 and run.train.stages[1].lr == base.train.stages[1].lr
+    assert run.train.stages[2] == base.train.stages[2] and run.train.checkpoint_every == 4
+    assert run.backbone == "wan" and run.dit.ffn_dim == base.dit.ffn_dim
+
+    path.write_text('dit = {dimm = 32}\n')
+    with pytest.raises(MotionControlError, match=r"dit\.dimm is not a run-config field"):
+        run_config(load_settings())
+    path.write_text('dit = {depth = 2}\n')  # base's face adapters come every 5 blocks
+    with pytest.raises(MotionControlError, match="face_every 5 > depth 2"):
+        run_config(load_settings())
+    path.write_text('dit = {depth = "deep"}\n')
+    with pytest.raises(MotionControlError, match=r"MC_RUN_CONFIG: dit\.depth: .*integer"):
+        run_config(load_settings())
+    path.write_text('dit = {depth = \n')
+    with pytest.raises(MotionControlError, match="is not valid TOML"):
+        run_config(load_settings())

@@ -17,7 +17,8 @@ from flows.registry import build_model, model_meta, model_uri
 from flows.settings import STUDENT_MODEL, load_settings
 from flows.store import LocalStore
 from flows.train_plan import TrainPlan
-from flows.train_worker import RUNS, placement, warmup_cosine
+from flows.train_worker import RUNS, placement, text_encoder_dir, warmup_cosine
+from models.text import TextEncoder
 from tests.tiny_models import publish_tiny_student
 
 
@@ -86,10 +87,14 @@ def test_a_run_starts_from_the_registered_models_its_plan_names():
                      dataset_digest="d1", run=run, model=model_meta(run, "steps", 3), steps=1,
                      lr=1e-3, batch_size=1, parent_weights=uri, teacher_weights=uri,
                      vae_weights=uri)
-    model, objective = RUNS["steps"](plan, torch.device("cpu"))
+    text_dir = text_encoder_dir(plan, settings)  # the parent version's, fetched once
+    assert text_dir.parent == settings.home / "cache" / "text_encoder"
+    assert (text_dir / "config.json").is_file() and text_encoder_dir(plan, settings) == text_dir
+    model, objective = RUNS["steps"](plan, torch.device("cpu"), TextEncoder(text_dir))
     for name, tensor in dit.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
     assert type(objective.vae).__name__ == "VideoVAE"
+    assert objective.text.dim == dit.config.text_dim
 
 
 def test_placement_cpu_is_gloo_without_bf16():
