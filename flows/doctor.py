@@ -1,8 +1,9 @@
 """`motionctl doctor`: a Prefect flow that checks the platform can do its work here.
 
 It is the smallest real flow of the platform: the object store round-trips a probe object
-with its checksum, MLflow has the design's four experiments (created if missing), and the
-pretrained models that ship inside packages are where the model code will look.
+with its checksum, MLflow has the design's four experiments (created if missing), the
+pretrained models that ship inside packages are where the model code will look, and (on
+`base`) the Wan2.1 weights the profile starts from are there with its sizes.
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ def check_offline_models() -> list[Check]:
     return checks
 
 
+@task
+def check_backbone() -> list[Check]:
+    """The profile's pretrained backbone, when it has one (flows/backbone.py)."""
+    from flows.backbone import check_wan, uses_backbone, wan_folder
+    from flows.profiles import run_config
+
+    settings = get_settings()
+    run = run_config(settings)
+    if not uses_backbone(run):
+        return []
+    try:
+        folder = wan_folder(settings)
+        check_wan(folder, run)
+        return [Check("Wan2.x weights", True, str(folder))]
+    except MotionControlError as exc:
+        return [Check("Wan2.x weights", False, str(exc))]
+
+
 @flow(name="doctor", log_prints=True)
 def doctor_flow() -> list[Check]:
-    return [check_store(), check_tracking(), *check_offline_models()]
+    return [check_store(), check_tracking(), *check_offline_models(), *check_backbone()]

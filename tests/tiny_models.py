@@ -126,7 +126,10 @@ BASE_CPU = {"resolution": 64,  # clips curated at 128 px like tiny's: the filter
                     "appearance_grid": 2, "identity_tokens": 2, "library_tokens": 2,
                     "face_tokens": 2},
             "sampling": {"teacher_steps": 2, "student_steps": 2},
-            "distill": {"segment_steps": 4}}
+            "distill": {"segment_steps": 4},
+            # torch.compile's CPU code generation takes minutes per stage (measured: stage 1
+            # of test_base_pipeline 5 min with it); activation checkpointing stays on
+            "train": {"compile": False}}
 
 
 def write_tiny_wan(folder, run, seed: int = 0):

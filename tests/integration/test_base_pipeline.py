@@ -58,6 +58,7 @@ def base_env(tmp_path, videos, monkeypatch):
     return env, settings
 
 
+@pytest.mark.timeout(1500)
 def test_base_runs_from_the_pretrained_wan_parts_to_a_served_request(base_env, tmp_path):
     env, settings = base_env
     proc = subprocess.run([MOTIONCTL, "pipeline"], capture_output=True, text=True, timeout=1500,

@@ -5,6 +5,7 @@ one-line stops on missing or mismatched weights, and what each part loads as."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import pytest
@@ -113,3 +114,21 @@ def test_the_text_encoder_is_the_backbones_umt5(wan, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInput, match="not a text encoder folder"):
         TextEncoder(tmp_path / "empty")
+
+
+def test_doctor_checks_the_backbone_of_base_only(wan, tmp_path, monkeypatch):
+    from flows.doctor import check_backbone
+    from flows.settings import get_settings
+
+    assert check_backbone.fn() == []  # tiny starts from scratch
+    overrides = tmp_path / "base-cpu.json"
+    overrides.write_text(json.dumps(BASE_CPU))
+    monkeypatch.setenv("MC_PROFILE", "base")
+    monkeypatch.setenv("MC_RUN_CONFIG", str(overrides))
+    get_settings.cache_clear()
+    (missing,) = check_backbone.fn()
+    assert not missing.ok and "MC_TRAIN__WAN_WEIGHTS" in missing.detail
+    monkeypatch.setenv("MC_TRAIN__WAN_WEIGHTS", str(wan))
+    get_settings.cache_clear()
+    (found,) = check_backbone.fn()
+    assert found.ok and found.detail == str(wan)
