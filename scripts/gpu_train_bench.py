@@ -2,8 +2,9 @@
 
 The step is the model alone (tests/bench/train_step.py): MotionDiT forward in bf16 autocast
 on a fixed random batch of the profile's shapes, flow-matching loss, backward, AdamW, with
-random weights. MFU is against the H200's datasheet dense bf16 peak on a GPU (the measured
-bf16 matmul rate is printed beside it) and the measured fp32 matmul rate on the CPU.
+random weights. MFU is against the H200's datasheet dense bf16 peak on an H200 (the measured
+bf16 matmul rate is printed beside it; on another GPU that rate is the denominator) and the
+measured fp32 matmul rate on the CPU.
 
     python3 scripts/gpu_train_bench.py --out gpu_training.json                # small, stage 1, 60 s
     python3 scripts/gpu_train_bench.py --device cpu --profile tiny --steps 2 --out tiny.json
