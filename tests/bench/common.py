@@ -46,9 +46,11 @@ def timeit(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "runs": times}
 
 
-def write_report(name: str, *, inputs: dict, baseline: str, results: dict) -> Path:
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    path = REPORTS / f"{name}.json"
+def write_report(name: str, *, inputs: dict, baseline: str, results: dict,
+                 path: Path | None = None) -> Path:
+    """Write the report at `path` (default: reports/bench/<name>.json)."""
+    path = path or REPORTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": name, "machine": machine(), "inputs": inputs,
               "baseline": baseline, "results": results}
     path.write_text(json.dumps(report, indent=2, default=float))
