@@ -162,7 +162,7 @@ def tiny() -> RunConfig:
     return RunConfig(
         profile="tiny", clip=ClipSpec(size=128, frames=17, fps=12.0), resolution=64,
         vae=vae,
-        # 5 x 4 x 4 tokens a clip (patch 2 on 8² latents): ~1.6M parameters
+        # 5 x 4 x 4 tokens a clip (patch 2 on 8² latents): 2.7M parameters
         dit=_dit(vae, sampling, patch_size=(1, 2, 2), dim=128, depth=4, heads=4, ffn_dim=512,
                  face_every=2),
         # The DiT is far from converged at this budget, so its stages get most of the time
