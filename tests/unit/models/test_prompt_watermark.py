@@ -8,7 +8,7 @@ import pytest
 
 from models.assets import sample_data
 from models.pipeline import square
-from models.prompt import PromptEnhancer, camera_move, camera_path
+from models.prompt import PromptEnhancer, camera_move, camera_path, repeats
 from models.video import encode_mp4, read_image, read_mp4_metadata, read_video
 from models.watermark import detect, embed, provenance_of, provenance_tags, servable_frames
 
@@ -42,6 +42,22 @@ def test_the_lm_rewrites_deterministically_with_the_motion_context(enhancer):
                              0.01)
     assert first == again and first.source == "lm", first
     assert 3 <= len(first.text.split()) <= 60 and first.camera_move == "pan_left"
+
+
+def test_a_prompt_that_made_the_lm_loop_now_gets_a_sentence(enhancer):
+    """Greedy decoding without a repeat penalty answers this one with "… a small island, a
+    small island, …" until the token budget (the enhancer then served its template)."""
+    out = enhancer.enhance("a person", "standing still", 0.005)
+    assert out.source == "lm", out
+    assert not repeats(out.text) and out.text.endswith((".", "!", "?"))
+
+
+def test_a_looping_answer_is_refused():
+    assert repeats("a small island, a small island, a small island")
+    assert not repeats("The person waves, then waves again, and smiles.")
+    enhancer = PromptEnhancer(load=False)
+    assert enhancer._unusable("she stood on a small island, a small island, a small island") \
+        == "repetitive answer"
 
 
 def test_a_missing_lm_falls_back_to_a_plain_prompt(tmp_path):
