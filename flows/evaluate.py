@@ -149,9 +149,9 @@ def evaluate_outputs(items: list[BenchItem], generate, size: int, extractor,
     """Run `generate(item) -> (frames, target_keypoints, latency_s, nfe)` (or None: nothing
     to score on that item; latency_s None: not a model) on every item and score it: per-item
     rows, the aggregate, the frames, and why a metric was skipped."""
+    from models.extraction import square
     from models.frames import resize_frames
     from models.metrics import aggregate, evaluate_clip, fvd_or_reason, lpips_or_reason, ssim
-    from models.pipeline import square
 
     rows, samples, skipped, pairs = [], {}, {}, []
     for item in items:
@@ -207,7 +207,7 @@ def model_generator(bundle, settings: Settings):
 def baseline_targets(items: list[BenchItem], size: int, frames: int) -> dict[str, np.ndarray]:
     """The retargeted driving keypoints the models condition on (the pipeline's own motion
     stage), per item: what the baselines warp to and every output is scored against."""
-    from models.pipeline import extract_motion
+    from models.extraction import extract_motion
 
     return {item.name: extract_motion(item.reference, item.driving[:frames], size=size,
                                       driving_keypoints=item.driving_keypoints).pose
@@ -220,7 +220,7 @@ def baseline_generators(size: int, frames: int, targets: dict, extractor):
     thumbnail on the real items only (None for the others: the synthetic pairs have their
     ground truth to be scored against)."""
     from models.baselines import static_reference, thumbnail, tps_warp
-    from models.pipeline import square_keypoints
+    from models.extraction import square_keypoints
 
     def static(item: BenchItem):
         start = time.perf_counter()

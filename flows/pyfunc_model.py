@@ -39,8 +39,8 @@ from flows.errors import MotionControlError
 from flows.registry import ModelBundle, build_model
 from models.assets import minilm_dir, sample_data
 from models.errors import InvalidInput
+from models.extraction import check_driving, square
 from models.frames import to_pixels, to_uint8
-from models.pipeline import check_driving, square
 from models.video import encode_mp4, read_image, read_video
 
 WEIGHTS = "weights"  # the folder's name under the MLflow model's data/

@@ -2,7 +2,7 @@
 keypoint-driven thin-plate-spline warp of the reference ("image warping, no generation") and,
 for how much of a photo's look an output keeps, a 32-px thumbnail of the reference ("no detail").
 
-Both work in the square-crop convention of `models.pipeline.square` / `square_keypoints`:
+Both work in the square-crop convention of `models.extraction.square` / `square_keypoints`:
 the reference is centre-cropped and resized to size², keypoints are normalised to that square.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from models import keypoints as K
 from models.errors import InvalidInput
-from models.pipeline import check_reference, square
+from models.extraction import check_reference, square
 
 WARP_POINTS = slice(K.BODY.start, K.FEET.stop)  # the 23 body and feet points drive the warp
 WARP_CONFIDENCE = 0.5  # a point drives the warp when both its reference and target exceed this

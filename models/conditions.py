@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.errors import InvalidInput
+from models.extraction import reference_identity
 from models.frames import resize_frames
 
 if TYPE_CHECKING:
@@ -168,34 +168,6 @@ class Conditions:
                                    f"got shape {tuple(mask.shape)}")
             masks[key] = mask.expand(b)
         return masks
-
-
-# --------------------------------------------------------------------------- identity
-
-_identity_cache: OrderedDict[bytes, np.ndarray | None] = OrderedDict()
-_identity_lock = threading.Lock()
-IDENTITY_CACHE_SIZE = 4096
-
-
-def reference_identity(image: np.ndarray) -> np.ndarray | None:
-    """dlib 128-d face embedding of an RGB uint8 image (None: no face), cached by content:
-    a reference comes back every epoch and detection costs ~0.1-1 s."""
-    from models.curation.base import CurationThresholds
-    from models.curation.identity import face_embedding
-
-    image = np.ascontiguousarray(image, dtype=np.uint8)
-    key = hashlib.blake2b(image.tobytes(), digest_size=16,
-                          person=str(image.shape).encode()[:16]).digest()
-    with _identity_lock:
-        if key in _identity_cache:
-            _identity_cache.move_to_end(key)
-            return _identity_cache[key]
-    emb = face_embedding(image, CurationThresholds())
-    with _identity_lock:
-        _identity_cache[key] = emb
-        while len(_identity_cache) > IDENTITY_CACHE_SIZE:
-            _identity_cache.popitem(last=False)
-    return emb
 
 
 # --------------------------------------------------------------------------- batch -> tensors

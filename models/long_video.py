@@ -28,7 +28,8 @@ import torch
 from models.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from models.pipeline import DrivingMotion, MotionControlPipeline, ReferenceIdentity
+    from models.extraction import DrivingMotion, ReferenceIdentity
+    from models.pipeline import MotionControlPipeline
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from flows.settings import Settings
+from models.extraction import extract_motion, reference_identity_of
 from models.long_video import generate_long
-from models.pipeline import extract_motion, reference_identity_of
 from models.prompt import PromptEnhancer, camera_path
 from models.video import read_image, read_video
 from models.watermark import publishable_mp4

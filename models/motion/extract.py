@@ -145,8 +145,9 @@ class HolisticExtractor:
 
     def __init__(self, *, model_complexity: int = 1, refine_face: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
-        if model_complexity not in (0, 1):
-            raise InvalidInput("mediapipe==0.10.21 ships only model_complexity 0 and 1")
+        if model_complexity != 1:  # 0 and 2 download their pose model on first use
+            raise InvalidInput("mediapipe==0.10.21 ships only the model_complexity=1 pose "
+                               "model (0 and 2 would download theirs, and this runs offline)")
         self._options = dict(model_complexity=model_complexity, refine_face_landmarks=refine_face,
                              min_detection_confidence=min_detection_confidence,
                              min_tracking_confidence=min_tracking_confidence)

@@ -3,7 +3,7 @@ the model's size, and the dlib identity embedding of the reference."""
 
 import numpy as np
 
-from models.pipeline import reference_identity_of
+from models.extraction import reference_identity_of
 from models.video import read_image
 from serving.backend import TritonModel, blob
 from serving.limits import image_limits

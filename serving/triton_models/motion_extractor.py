@@ -1,11 +1,11 @@
 """motion_extractor: decode the driving video (decord) and the reference, MediaPipe holistic
 keypoints of both, the driver retargeted onto the reference, motion intensity and action
-phrase (models.pipeline.extract_motion)."""
+phrase (models.extraction.extract_motion)."""
 
 import numpy as np
 
+from models.extraction import extract_motion
 from models.motion import HolisticExtractor
-from models.pipeline import extract_motion
 from models.video import read_image, read_video
 from serving.backend import TritonModel, blob
 from serving.limits import image_limits, video_limits

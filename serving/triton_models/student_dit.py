@@ -3,8 +3,8 @@ VAE decode, upscale + invisible watermark, mp4 with provenance tags."""
 
 import numpy as np
 
+from models.extraction import DrivingMotion, ReferenceIdentity
 from models.long_video import generate_long
-from models.pipeline import DrivingMotion, ReferenceIdentity
 from models.watermark import publishable_mp4
 from serving.backend import TritonModel, scalar, text
 from serving.weights import load_served_pipeline

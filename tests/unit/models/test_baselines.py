@@ -10,8 +10,8 @@ from skimage.data import astronaut
 from models import keypoints as K
 from models.baselines import static_reference, thumbnail, tps_warp
 from models.errors import InvalidInput
+from models.extraction import square
 from models.metrics import ssim
-from models.pipeline import square
 from models.synthetic import make_motion, render_clip, sample_character, still, with_background
 
 SIZE = 64

@@ -16,11 +16,11 @@ from models.conditions import (
     Conditions,
     build_conditions,
     drop_masks,
-    reference_identity,
 )
 from models.data.dataset import ConditionDropout
 from models.dit import MotionDiT
 from models.errors import InvalidInput
+from models.extraction import reference_identity
 from models.synthetic import make_motion, render_cross_identity, sample_character
 from models.text import TextEncoder
 from tests.tiny_models import collate, random_conditions

@@ -8,8 +8,9 @@ import torch
 from flows.profiles import profile_config
 from models.dit import MotionDiT
 from models.errors import InvalidInput
+from models.extraction import DrivingMotion, ReferenceIdentity
 from models.long_video import generate_long, join_windows, plan_windows, windows_of
-from models.pipeline import DrivingMotion, MotionControlPipeline, ReferenceIdentity
+from models.pipeline import MotionControlPipeline
 from models.sampling import GuidanceConfig
 from models.text import TextEncoder
 from models.vae import VideoVAE

@@ -11,8 +11,9 @@ import torch
 from flows.profiles import profile_config
 from models.assets import sample_data
 from models.dit import MotionDiT
+from models.extraction import ReferenceIdentity
 from models.motion import NoPersonFound
-from models.pipeline import MotionControlPipeline, ReferenceIdentity
+from models.pipeline import MotionControlPipeline
 from models.sampling import GuidanceConfig
 from models.synthetic import make_motion, render_clip, sample_character
 from models.text import TextEncoder

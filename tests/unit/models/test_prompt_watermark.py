@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.assets import sample_data
-from models.pipeline import square
+from models.extraction import square
 from models.prompt import PromptEnhancer, camera_move, camera_path, repeats
 from models.video import encode_mp4, read_image, read_mp4_metadata, read_video
 from models.watermark import detect, embed, provenance_of, provenance_tags, servable_frames
