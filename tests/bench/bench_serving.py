@@ -25,21 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-from flows.settings import load_settings
 from models.assets import sample_data
 from models.text import TextEncoder
 from models.video import encode_mp4, read_image, read_video
 from serving.client import MotionControlClient
 from serving.inprocess import InProcessAnimator
-from serving.repository import build_and_upload, download_repository
 from serving.server import TritonServer
 from serving.weights import load_served_bundle
 from tests.bench.common import print_table, write_report
-from tests.conftest import free_port
-from tests.tiny_models import publish_tiny_student
 
 REPEATS = 6
 PROMPT = "a person walking in the street, the camera pans left"
@@ -85,16 +80,6 @@ def measure_concurrent(url: str, settings, args: tuple, concurrency: int, reques
     for client in clients:
         client.close()
     return latency_stats(latencies, wall)
-
-
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    for name in ("HTTP", "GRPC", "METRICS"):
-        monkeypatch.setenv(f"MC_TRITON_{name}_PORT", str(free_port()))
-    settings = load_settings()
-    version, _ = publish_tiny_student(settings)
-    repository = download_repository(settings, build_and_upload(settings), tmp_path / "repo")
-    return settings, version, repository
 
 
 def test_bench_serving(served):

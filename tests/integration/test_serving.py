@@ -8,9 +8,7 @@ start costs ~40 s, mostly loading SmolLM2)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
 
@@ -23,6 +21,7 @@ from motionctl.cli import app
 from serving.client import MotionControlClient, verify
 from serving.repository import build_and_upload, fetch_repository
 from tests.integration.served import Served, serving_env, start_serving
+from tests.serving_requests import bad_requests, raw_request
 from tests.tiny_models import publish_tiny_student
 
 FRAMES = 9  # the tiny student's clip length; driving clips of 17 frames take two windows
@@ -80,66 +79,23 @@ def test_a_request_gets_a_watermarked_mp4_of_every_driving_frame(server, inputs,
     assert is_healthy(server.metrics_url)  # Prometheus metrics are on
 
 
-def raw_request(server: Served, reference: bytes, driving: bytes, prompt: str):
-    """Straight to motion_control, past the SDK's own checks: what the server answers."""
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    tensors = []
-    for name, value in (("REFERENCE_IMAGE", reference), ("DRIVING_VIDEO", driving),
-                        ("PROMPT", prompt.encode())):
-        tensor = grpcclient.InferInput(name, [1], "BYTES")
-        tensor.set_data_from_numpy(np.array([value], np.object_))
-        tensors.append(tensor)
-    return client.infer("motion_control", tensors, client_timeout=300)
-
-
 def server_memory(served: Served) -> tuple[list[int], int]:
     """The server's processes (pids) and their total resident memory."""
     family = served.family()
     return sorted(p.pid for p in family), sum(p.memory_info().rss for p in family)
 
 
-def _png(shape: tuple[int, ...]) -> bytes:
-    import cv2
-
-    return cv2.imencode(".png", np.zeros(shape, np.uint8))[1].tobytes()
-
-
-def still_video(shape: tuple[int, ...], value: int) -> bytes:
-    return encode_mp4(np.full(shape, value, np.uint8), 12.0)
-
-
-def oversized_png(side: int) -> bytes:
-    return _png((8, side, 3))
-
-
 def test_bad_inputs_get_invalid_argument_and_the_server_keeps_serving(server, inputs):
     settings = server.settings
     reference, driving, clip = inputs
     half = driving[:len(driving) // 2]
-    cases = {
-        "corrupt video": (reference, half, "x", "truncated or corrupt"),
-        "empty video": (reference, b"", "x", "empty"),
-        "no image": (b"GIF? no, just text bytes", driving, "x", "not a supported image"),
-        "oversized image": (oversized_png(settings.serve.max_image_side + 1), driving, "x",
-                            "over the limit"),
-        "long prompt": (reference, driving, "a" * 100_000, "100000 characters"),
-        # it used to reach a stage and come back INTERNAL
-        "1x1 image": (_png((1, 1, 3)), driving, "x", "smallest side"),
-        # each stage's own failure modes, past the edge checks
-        "nobody in the driving video": (reference, still_video((17, 96, 128, 3), 127), "x",
-                                        "no person found"),
-        "tiny driving video": (reference, still_video((17, 8, 8, 3), 127), "x",
-                               "smallest side"),
-        "one-frame driving video": (reference, encode_mp4(clip.frames[:1], clip.fps), "x",
-                                    "1 frame(s), under the 2 a motion needs"),
-        "blank reference image": (_png((96, 96, 3)), driving, "x",
-                                  "no person found in the reference image"),
-    }
+    cases = bad_requests(reference, driving, clip.frames, clip.fps,
+                         settings.serve.max_image_side)
     memory = []
     for _ in range(3):  # the same bad requests again and again: no instance dies or grows
         for case, (image, video, prompt, message) in cases.items():
             with pytest.raises(InferenceServerException) as err:
-                raw_request(server, image, video, prompt)
+                raw_request(server.grpc_url, image, video, prompt)
             assert "INVALID_ARGUMENT" in str(err.value.status()), (case, err.value)
             assert message in err.value.message(), (case, err.value.message())
         memory.append(server_memory(server))
