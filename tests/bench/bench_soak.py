@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
@@ -49,6 +50,7 @@ def send_bad(url: str, client, cases: list, count: int, codes: Counter) -> None:
             codes[str(exc.status()).removeprefix("StatusCode.")] += 1
 
 
+@pytest.mark.timeout(3600)  # ~20 min on 2 cores: the malformed requests that reach MediaPipe
 def test_bench_soak(served, tmp_path):
     settings, version, repository = served
     reference = sample_data("opencv-doc/basketball1.png").read_bytes()
