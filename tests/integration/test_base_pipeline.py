@@ -46,8 +46,7 @@ def base_env(tmp_path, videos, monkeypatch):
            "MC_MLFLOW_PORT": str(free_port()), "MC_PREFECT_PORT": str(free_port()),
            "MC_PROFILE": "base", "MC_RUN_CONFIG": str(overrides),
            "MC_TRAIN__WAN_WEIGHTS": f"store:{WAN_PREFIX}",
-           "MC_TRAIN__LAUNCHER": "local", "MC_TRAIN__DEVICE": "cpu",
-           "MC_TRAIN__NPROC": "1"}  # one rank: the multi-rank path is test_train.py's
+           "MC_TRAIN__LAUNCHER": "local", "MC_TRAIN__DEVICE": "cpu"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = load_settings()
