@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
@@ -34,10 +35,16 @@ ROUNDS, BAD_PER_ROUND, GOOD_PER_ROUND = 10, 100, 10
 PROMPT = "a person walking in the street, the camera pans left"
 
 
-def server_rss(server: TritonServer) -> int:
-    """Resident bytes of tritonserver and every process under it (the Python stubs)."""
+def server_rss(server: TritonServer) -> dict[str, int]:
+    """Resident bytes of tritonserver and of each model's processes (Python stubs, named by
+    the model folder in their command line), and their total."""
     root = server.process
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+    rss = {"tritonserver": root.memory_info().rss}
+    for child in root.children(recursive=True):
+        model = next((Path(arg).parent.parent.name for arg in child.cmdline()
+                      if arg.endswith("model.py")), child.name())
+        rss[model] = rss.get(model, 0) + child.memory_info().rss
+    return {**rss, "total": sum(rss.values())}
 
 
 def send_bad(url: str, client, cases: list, count: int, codes: Counter) -> None:
@@ -74,7 +81,7 @@ def test_bench_soak(served, tmp_path):
             send_bad(url, client, cases, BAD_PER_ROUND, codes)
             result = run_perf_analyzer(url, "motion_control", good, GOOD_PER_ROUND,
                                        tmp_path / f"round{i}")
-            rounds.append({"rss_bytes": server_rss(server),
+            rounds.append({"rss_bytes": server_rss(server)["total"],
                            "good_p50_s": float(result["row"]["p50 latency"]) / 1e6,
                            "good_p99_s": float(result["row"]["p99 latency"]) / 1e6,
                            "good_rps": float(result["row"]["Inferences/Second"])})
@@ -83,18 +90,22 @@ def test_bench_soak(served, tmp_path):
         restarted = sorted(p.pid for p in server.process.children(recursive=True)) != pids
         client.close()
 
-    growth = (after - before) / before
+    growth = (after["total"] - before["total"]) / before["total"]
+    by_model = {name: after[name] - before.get(name, 0) for name in after if name != "total"}
     other_errors = sum(n for code, n in codes.items() if code != "INVALID_ARGUMENT")
-    results = {"rss_before_bytes": before, "rss_after_bytes": after, "rss_growth": growth,
+    results = {"rss_before_bytes": before["total"], "rss_after_bytes": after["total"],
+               "rss_growth": growth, "rss_growth_bytes_by_process": by_model,
                "bad_requests": sum(codes.values()), "status_codes": dict(codes),
                "non_invalid_argument_errors": other_errors,
                "good_requests": ROUNDS * GOOD_PER_ROUND, "model_process_restarted": restarted,
                "rounds": rounds, "wall_s": wall, "warmup_status_codes": dict(warmup)}
     print_table("soak: 1,000 malformed + 100 good requests (tiny student)",
                 ["figure", "value"],
-                [["RSS after warm-up", f"{before / 2**20:.0f} MiB"],
-                 ["RSS after the soak", f"{after / 2**20:.0f} MiB"],
+                [["RSS after warm-up", f"{before['total'] / 2**20:.0f} MiB"],
+                 ["RSS after the soak", f"{after['total'] / 2**20:.0f} MiB"],
                  ["growth", f"{growth:+.2%}"],
+                 ["growth by process", ", ".join(f"{k} {v / 2**20:+.0f} MiB"
+                                                 for k, v in sorted(by_model.items()))],
                  ["status codes of the malformed requests", str(dict(codes))],
                  ["errors other than INVALID_ARGUMENT", other_errors],
                  ["good requests' p50 (first / last round)",
