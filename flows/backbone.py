@@ -61,14 +61,7 @@ def wan_folder(settings: Settings, source: str | None = None) -> Path:
 def _download(settings: Settings, prefix: str) -> Path:
     store = open_store(settings)
     folder = settings.home / "cache" / "wan" / prefix
-    found = False
-    for info in store.list(prefix + "/"):
-        found = True
-        dest = folder / info.key.removeprefix(prefix + "/")
-        # get_file writes atomically: a file that is there with its size is complete
-        if not (dest.is_file() and dest.stat().st_size == info.size):
-            store.get_file(info.key, dest)
-    if not found:
+    if not store.get_prefix(prefix + "/", folder, keep_complete=True):
         raise MotionControlError(f"MC_TRAIN__WAN_WEIGHTS=store:{prefix}: nothing under "
                                  f"{store.uri(prefix + '/')}; upload the diffusers folder "
                                  "there (transformer/, vae/, text_encoder/, tokenizer/)")

@@ -118,6 +118,19 @@ class ObjectStore(ABC):
             info = self._verify(key, digest.hexdigest())
         return info
 
+    def get_prefix(self, prefix: str, dest: str | Path, *,
+                   keep_complete: bool = False) -> list[ObjectInfo]:
+        """Every object under `prefix` into `dest`, at its key relative to the prefix, each
+        checked like `get_file`; returns them (empty: nothing is there). keep_complete: a file
+        already in place with the object's size is not fetched again (get_file writes
+        atomically, so a file that is there is whole)."""
+        objects = list(self.list(prefix))
+        for info in objects:
+            path = Path(dest) / info.key[len(prefix):]
+            if not (keep_complete and path.is_file() and path.stat().st_size == info.size):
+                self.get_file(info.key, path)
+        return objects
+
     def _verify(self, key: str, sha: str) -> ObjectInfo:
         info = self.stat(key)
         if info.sha256 and info.sha256 != sha:

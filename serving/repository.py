@@ -117,11 +117,8 @@ def build_and_upload(settings: Settings, name: str = STUDENT_MODEL, alias: str |
 def download_repository(settings: Settings, prefix: str, dest: Path) -> Path:
     """A repository uploaded by `build_and_upload`, copied from the store into `dest`."""
     store = open_store(settings)
-    keys = [info.key for info in store.list(prefix)]
-    if not keys:
+    if not store.get_prefix(prefix, dest):
         raise FileNotFoundError(f"no model repository under {store.uri(prefix)}")
-    for key in keys:
-        store.get_file(key, Path(dest) / key[len(prefix):])
     return Path(dest)
 
 

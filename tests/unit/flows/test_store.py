@@ -86,6 +86,23 @@ def test_list_by_prefix_in_key_order(store):
     assert all(o.sha256 == hashlib.sha256(o.key.encode()).hexdigest() for o in store.list())
 
 
+def test_a_prefix_downloads_into_a_folder_and_complete_files_are_kept(store, tmp_path):
+    store.put_bytes("pre/a.txt", b"aaa")
+    store.put_bytes("pre/sub/b.txt", b"bb")
+    store.put_bytes("other/c.txt", b"c")
+    got = store.get_prefix("pre/", tmp_path / "dest")
+    assert [o.key for o in got] == ["pre/a.txt", "pre/sub/b.txt"]
+    assert (tmp_path / "dest/a.txt").read_bytes() == b"aaa"
+    assert (tmp_path / "dest/sub/b.txt").read_bytes() == b"bb"
+    assert not (tmp_path / "dest/c.txt").exists()
+    (tmp_path / "dest/a.txt").write_bytes(b"xyz")  # same size: kept when asked
+    store.get_prefix("pre/", tmp_path / "dest", keep_complete=True)
+    assert (tmp_path / "dest/a.txt").read_bytes() == b"xyz"
+    store.get_prefix("pre/", tmp_path / "dest")
+    assert (tmp_path / "dest/a.txt").read_bytes() == b"aaa"
+    assert store.get_prefix("nothing/", tmp_path / "none") == []
+
+
 def test_delete_and_delete_prefix(store):
     store.put_bytes("tmp/a", b"1")
     store.put_bytes("tmp/sub/b", b"2")
