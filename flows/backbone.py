@@ -78,13 +78,14 @@ def check_wan(folder: Path, run: RunConfig) -> None:
 
     transformer, vae = _config(folder, "transformer"), _config(folder, "vae")
     text = _config(folder, "text_encoder")
-    expected = {("transformer", k): v for k, v in wan_config(run.dit).items()}
+    dims = wan_config(run.dit)
+    expected = {("transformer", k): v for k, v in dims.items()}
     expected |= {("vae", "z_dim"): run.vae.latent_channels,
                  ("vae", "scale_factor_spatial"): run.vae.spatial_factor,
                  ("vae", "scale_factor_temporal"): run.vae.temporal_factor,
                  ("text_encoder", "d_model"): run.dit.text_dim}
     # diffusers' defaults for keys older config.json files leave out
-    found = {("transformer", k): transformer.get(k) for k in wan_config(run.dit)}
+    found = {("transformer", k): transformer.get(k) for k in dims}
     found |= {("vae", "z_dim"): vae.get("z_dim"),
               ("vae", "scale_factor_spatial"): vae.get("scale_factor_spatial", 8),
               ("vae", "scale_factor_temporal"): vae.get("scale_factor_temporal", 4),
