@@ -19,6 +19,7 @@ shorter than a window is padded by holding its last pose, and the result trimmed
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -96,35 +97,75 @@ def windows_of(array: np.ndarray, plan: WindowPlan) -> np.ndarray:
     return np.stack([padded[s:s + plan.window] for s in plan.starts])
 
 
+class WindowJoiner:
+    """Joins generated windows as they come, giving back each frame once it is final.
+
+    Each window weighs 1 inside and ramps up over the overlap it shares with the previous
+    window and down over the one it shares with the next (weights sum to 1 everywhere), so
+    the overlaps cross-fade linearly from the earlier window to the later one. A window's
+    last `overlap` frames wait for the next window; the last window gives back the rest,
+    trimmed to the clip's length."""
+
+    def __init__(self, plan: WindowPlan):
+        self.plan = plan
+        self.added = 0  # windows joined so far
+        self.given = 0  # frames given back so far
+        # the overlap frames waiting for the next window: their weighted sum and weights
+        self._tail: tuple[np.ndarray, np.ndarray] | None = None
+        self._ramp = np.arange(1, plan.overlap + 1) / (plan.overlap + 1)
+
+    def add(self, clip: np.ndarray) -> np.ndarray:
+        """One window (window, H, W, 3) uint8 -> the frames that became final (uint8)."""
+        plan, i = self.plan, self.added
+        if i >= len(plan.starts) or clip.shape[0] != plan.window:
+            raise InvalidInput(f"expected window {i + 1} of {len(plan.starts)} with "
+                               f"{plan.window} frames, got {clip.shape[0]} frames")
+        last = i == len(plan.starts) - 1
+        w = np.ones(plan.window)
+        if i > 0:
+            w[:plan.overlap] = self._ramp
+        if not last:
+            w[-plan.overlap:] = self._ramp[::-1]
+        weighted = w[:, None, None, None] * clip
+        if self._tail is not None:
+            weighted[:plan.overlap] += self._tail[0]
+            w[:plan.overlap] += self._tail[1]
+        keep = plan.window if last else plan.stride  # the rest waits for the next window
+        self._tail = None if last else (weighted[keep:], w[keep:])
+        self.added += 1
+        joined = weighted[:keep] / w[:keep, None, None, None]
+        final = np.clip(np.round(joined), 0, 255).astype(np.uint8)
+        final = final[:max(0, plan.frames - self.given)]  # trim the padded tail
+        self.given += len(final)
+        return final
+
+
 def join_windows(clips: np.ndarray, plan: WindowPlan) -> np.ndarray:
-    """(windows, window, H, W, 3) uint8 -> (frames, H, W, 3): overlaps cross-faded linearly
-    from the earlier window to the later one, then trimmed to the clip's length."""
+    """(windows, window, H, W, 3) uint8 -> (frames, H, W, 3): the windows joined at once."""
     if clips.shape[:2] != (len(plan.starts), plan.window):
         raise InvalidInput(f"expected {len(plan.starts)} windows of {plan.window} frames, got "
                            f"{clips.shape[:2]}")
-    total = np.zeros((plan.padded_frames, *clips.shape[2:]), np.float64)
-    weight = np.zeros(plan.padded_frames, np.float64)
-    # Each window weighs 1 inside, and ramps up over the overlap it shares with the previous
-    # window and down over the one it shares with the next: weights sum to 1 everywhere.
-    ramp = np.arange(1, plan.overlap + 1) / (plan.overlap + 1)
-    for i, (start, clip) in enumerate(zip(plan.starts, clips, strict=True)):
-        w = np.ones(plan.window)
-        if i > 0:
-            w[:plan.overlap] = ramp
-        if i < len(plan.starts) - 1:
-            w[-plan.overlap:] = ramp[::-1]
-        total[start:start + plan.window] += w[:, None, None, None] * clip
-        weight[start:start + plan.window] += w
-    joined = total / weight[:, None, None, None]
-    return np.clip(np.round(joined), 0, 255).astype(np.uint8)[:plan.frames]
+    joiner = WindowJoiner(plan)
+    return np.concatenate([joiner.add(clip) for clip in clips])
 
 
-def generate_long(pipeline: MotionControlPipeline, identity: ReferenceIdentity,
-                  motion: DrivingMotion, caption: str, *, camera: np.ndarray | None = None,
-                  seed: int | None = None, overlap: int = 1, window_batch: int = 8
-                  ) -> np.ndarray:
-    """(frames, size, size, 3) uint8 for a driving motion of any length: keyframes, then
-    every window anchored on them, `window_batch` windows per sampler call.
+@dataclass(frozen=True)
+class LongVideoProgress:
+    """One step of `stream_long`: sampler calls done of the total, and the frames that
+    became final with it (none while keyframes are generated)."""
+
+    done: int
+    total: int
+    frames: np.ndarray  # (n, H, W, 3) uint8, n >= 0
+
+
+def stream_long(pipeline: MotionControlPipeline, identity: ReferenceIdentity,
+                motion: DrivingMotion, caption: str, *, camera: np.ndarray | None = None,
+                seed: int | None = None, overlap: int = 1, window_batch: int = 8
+                ) -> Iterator[LongVideoProgress]:
+    """A driving motion of any length generated step by step: first (0, total, no frames)
+    once the plan is known, then one item per sampler call: keyframes, then `window_batch`
+    windows at a time, each anchored on its keyframes, with the frames they finish.
     camera: (frames, 3) per-frame pan, tilt, zoom (None: static)."""
     frames = len(motion.pose)
     plan = plan_windows(frames, pipeline.frames, overlap, pipeline.vae.temporal_factor)
@@ -137,23 +178,32 @@ def generate_long(pipeline: MotionControlPipeline, identity: ReferenceIdentity,
         return pipeline.conditions(identity, pose, driver, caption, motion.action_phrase,
                                    motion.intensity, camera=cam)
 
+    kf = list(plan.keyframes)
+    keyframe_calls = range(0, len(kf), window_batch)
+    window_calls = range(0, len(plan.starts), window_batch)
+    total = len(keyframe_calls) + len(window_calls)
+    none = np.zeros((0, pipeline.size, pipeline.size, 3), np.uint8)
+    yield LongVideoProgress(0, total, none)
+
     keyframe_latents = None
-    if plan.keyframes:
+    if kf:
         # Each keyframe is generated as the shortest clip the DiT takes (1 + temporal_factor
         # frames, its pose held) and its first latent frame kept: the causal VAE's latent
         # frame 0 stands for exactly one pixel frame.
-        kf = list(plan.keyframes)
         held = 1 + pipeline.vae.temporal_factor
         padded = [hold_last(a, plan.padded_frames) for a in (motion.pose, motion.driver, camera)]
-        keyframe_latents = torch.cat([
-            pipeline.sample(conditions(*(np.repeat(a[kf[i:i + window_batch], None], held, 1)
-                                         for a in padded)), seed, frames=held)[:, :, :1]
-            for i in range(0, len(kf), window_batch)])  # (K, C, 1, h, w)
+        parts = []
+        for done, i in enumerate(keyframe_calls, 1):
+            cond = conditions(*(np.repeat(a[kf[i:i + window_batch], None], held, 1)
+                                for a in padded))
+            parts.append(pipeline.sample(cond, seed, frames=held)[:, :, :1])
+            yield LongVideoProgress(done, total, none)
+        keyframe_latents = torch.cat(parts)  # (K, C, 1, h, w)
 
     pose, driver, cam = (windows_of(a, plan) for a in (motion.pose, motion.driver, camera))
     anchors = plan.anchor_keyframes()
-    clips = []
-    for i in range(0, len(plan.starts), window_batch):
+    joiner = WindowJoiner(plan)
+    for done, i in enumerate(window_calls, len(keyframe_calls) + 1):
         part = slice(i, i + window_batch)
         cond = conditions(pose[part], driver[part], cam[part])
         anchor = None
@@ -167,5 +217,12 @@ def generate_long(pipeline: MotionControlPipeline, identity: ReferenceIdentity,
                 mask[row, [0, -1]] = True
             anchor = (latents, mask)
             cond = cond.with_anchors(latents, mask)
-        clips.append(pipeline.decode(pipeline.sample(cond, seed, anchor=anchor)))
-    return join_windows(np.concatenate(clips), plan)
+        clips = pipeline.decode(pipeline.sample(cond, seed, anchor=anchor))
+        yield LongVideoProgress(done, total, np.concatenate([joiner.add(c) for c in clips]))
+
+
+def generate_long(pipeline: MotionControlPipeline, identity: ReferenceIdentity,
+                  motion: DrivingMotion, caption: str, **options) -> np.ndarray:
+    """(frames, size, size, 3) uint8: `stream_long`'s frames, all at once."""
+    return np.concatenate([step.frames for step in stream_long(
+        pipeline, identity, motion, caption, **options)])

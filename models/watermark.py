@@ -49,6 +49,8 @@ def servable_frames(frames: np.ndarray, side: int = MIN_SIDE) -> np.ndarray:
         return frames
     scale = side / min(h, w)
     size = (round(w * scale), round(h * scale))
+    if len(frames) == 0:  # a stream's part without frames keeps the output's shape
+        return np.zeros((0, size[1], size[0], *frames.shape[3:]), frames.dtype)
     return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in frames])
 
 
@@ -99,11 +101,18 @@ def provenance_of(tags: dict[str, str]) -> dict | None:
         else None
 
 
+def publishable_frames(frames: np.ndarray, side: int = MIN_SIDE) -> np.ndarray:
+    """What a user sees: frames upscaled to `side` (>= 256 for DWT-DCT), watermarked. Frame by
+    frame, so a stream can mark each part as it is generated."""
+    frames = servable_frames(frames, side)
+    return embed(frames) if len(frames) else frames
+
+
 def publishable_mp4(frames: np.ndarray, fps: float, model: str, version: int | str, *,
                     side: int = MIN_SIDE) -> bytes:
-    """What a user receives: frames upscaled to `side` (>= 256 for DWT-DCT), watermarked,
-    encoded as H.264 mp4 with the provenance tags."""
+    """What a user receives: `publishable_frames` encoded as H.264 mp4 with the provenance
+    tags."""
     from models.video import encode_mp4
 
-    return encode_mp4(embed(servable_frames(frames, side)), fps,
+    return encode_mp4(publishable_frames(frames, side), fps,
                       metadata=provenance_tags(model, version))

@@ -339,23 +339,42 @@ def animate(
     out: Path = typer.Option(..., help="where to write the mp4"),
     url: str | None = typer.Option(None, help="gRPC HOST:PORT (default: MC_CLIENT__URL, else "
                                    "the local server; TLS and token: MC_CLIENT__*)"),
+    stream: bool = typer.Option(True, help="stream the video as it is generated, with "
+                                "progress (--no-stream: one call, the mp4 at the end)"),
 ) -> None:
     """Animate REFERENCE with the motion of DRIVING through the served model (gRPC)."""
     import time
 
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from serving.client import MotionControlClient
 
     start = time.monotonic()
+    options = dict(subject_library=subject_library, seed=seed,
+                   motion_intensity=motion_intensity)
     with MotionControlClient(url) as client:
         size = sum(p.stat().st_size for p in [reference, driving, *(subject_library or [])]
                    if p.is_file())
         console.print(f"sending {size / 1024**2:.1f} MiB to {client.url}", highlight=False)
-        with console.status("generating on the server (motion, identity, prompt, video)…"):
-            video = client.animate(reference, driving, prompt, subject_library=subject_library,
-                                   seed=seed, motion_intensity=motion_intensity)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(video)
-    console.print(f"wrote {out} ({len(video) / 1024:.0f} KiB) in "
+        if stream:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("sampler calls, {task.fields[frames]} frames written"),
+                          TimeElapsedColumn(), console=console, transient=True) as bar:
+                task = bar.add_task("motion, identity, prompt…", total=None, frames=0)
+
+                def show(part) -> None:
+                    frames = bar.tasks[0].fields["frames"] + len(part.frames)
+                    bar.update(task, description="generating", completed=part.done,
+                               total=part.total, frames=frames)
+
+                client.animate_to_file(out, reference, driving, prompt, progress=show,
+                                       **options)
+        else:
+            with console.status("generating on the server (motion, identity, prompt, video)…"):
+                video = client.animate(reference, driving, prompt, **options)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(video)
+    console.print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in "
                   f"{time.monotonic() - start:.1f} s", highlight=False)
 
 

@@ -5,6 +5,13 @@ model over gRPC, and verify a generated video's watermark and provenance.
     mp4 = animate("me.png", "dance.mp4", "a knight dancing on a beach", seed=3)
     print(verify(mp4))
 
+A long clip streams (`motion_control_stream`, gRPC streaming): `animate_to_file` writes the
+mp4 as the frames arrive and reports each part's progress; `animate_stream` yields the parts.
+
+    with MotionControlClient() as client:
+        client.animate_to_file("out.mp4", "me.png", "long.mp4", "a knight dancing",
+                               progress=lambda part: print(part.done, "/", part.total))
+
 Inputs are paths or bytes. Sizes are checked here against the server's limits
 (MC_SERVE__*) before anything is sent; the server checks everything again. Calls retry on
 UNAVAILABLE (a server that is starting or restarting) with a growing pause.
@@ -15,9 +22,12 @@ TLS (a CA, and a client certificate for mutual TLS) and a bearer token sent with
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import queue
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +36,10 @@ import numpy as np
 from flows.errors import MotionControlError, ServiceUnavailable
 from flows.settings import ClientSettings, ServeSettings, Settings, get_settings
 from models.errors import InvalidInput
-from models.video import read_mp4_metadata, read_video
+from models.video import read_mp4_metadata, read_video, write_mp4
 from models.watermark import WatermarkCheck, detect, provenance_of
 from serving.limits import check_library, check_prompt, check_seed, check_upload
-from serving.spec import ENTRY, MODELS, fault_message
+from serving.spec import ENTRY, INVALID_MARK, MODELS, STREAM_ENTRY, fault_message
 
 Media = str | os.PathLike | bytes
 
@@ -83,6 +93,19 @@ def tls_credentials(reach: ClientSettings):
         certificate_chain=pem(reach.client_cert, "MC_CLIENT__CLIENT_CERT"))
 
 
+@dataclass(frozen=True)
+class StreamPart:
+    """One response of a streamed request: sampler calls done of the total, the frames they
+    finished (upscaled and watermarked; none while keyframes are generated), the clip's fps
+    and the mp4 tags that say who generated it."""
+
+    done: int
+    total: int
+    frames: np.ndarray  # (n, H, W, 3) uint8
+    fps: float
+    tags: dict[str, str]
+
+
 class MotionControlClient:
     """A gRPC connection to the served `motion_control` model."""
 
@@ -117,32 +140,38 @@ class MotionControlClient:
                 if "UNAVAILABLE" in status and attempt < self.retries:
                     time.sleep(0.5 * 2**attempt)
                     continue
-                if "UNAVAILABLE" in status:
-                    raise ServiceUnavailable(
-                        f"no MotionControl server at {self.url} ({what}): start one with "
-                        f"`make serve` (or pass --url HOST:PORT); a TLS gateway needs "
-                        f"MC_CLIENT__TLS=true ({exc.message()})") from None
-                if "UNAUTHENTICATED" in status or "PERMISSION_DENIED" in status:
-                    raise ServerError(
-                        f"{self.url} refused the call ({status}): set MC_CLIENT__TOKEN to a "
-                        f"token it accepts ({exc.message()})") from None
-                if "INVALID_ARGUMENT" in status:
-                    raise InvalidInput(exc.message()) from None
-                if "DEADLINE_EXCEEDED" in status:
-                    raise ServiceUnavailable(
-                        f"the server did not answer within {self.timeout_s:g} s "
-                        f"(MC_SERVE__REQUEST_TIMEOUT_S)") from None
-                raise ServerError(f"the server failed ({status}): "
-                                  f"{fault_message(exc.message())}") from None
+                raise self._translate(exc, what) from None
+
+    def _translate(self, exc, what: str) -> Exception:
+        """The error a user can act on, from tritonclient's InferenceServerException."""
+        status, message = str(exc.status() or ""), exc.message() or ""
+        if "UNAVAILABLE" in status:
+            return ServiceUnavailable(
+                f"no MotionControl server at {self.url} ({what}): start one with "
+                f"`make serve` (or pass --url HOST:PORT); a TLS gateway needs "
+                f"MC_CLIENT__TLS=true ({message})")
+        if "UNAUTHENTICATED" in status or "PERMISSION_DENIED" in status:
+            return ServerError(f"{self.url} refused the call ({status}): set MC_CLIENT__TOKEN "
+                               f"to a token it accepts ({message})")
+        if "INVALID_ARGUMENT" in status:
+            return InvalidInput(message)
+        if message.startswith(INVALID_MARK):  # a stream's error carries no status code
+            return InvalidInput(message[len(INVALID_MARK):])
+        if "DEADLINE_EXCEEDED" in status:
+            return ServiceUnavailable(f"the server did not answer within {self.timeout_s:g} s "
+                                      f"(MC_SERVE__REQUEST_TIMEOUT_S)")
+        return ServerError(f"the server failed ({status or 'INTERNAL'}): "
+                           f"{fault_message(message)}")
 
     def ready(self) -> bool:
         return bool(self._call(lambda: self.client.is_model_ready(ENTRY, headers=self.headers),
                                "readiness"))
 
-    def animate(self, reference: Media, driving: Media, prompt: str = "", *,
-                subject_library: Sequence[Media] | None = None, seed: int | None = None,
-                motion_intensity: float | None = None) -> bytes:
-        """The generated mp4 (bytes)."""
+    def _inputs(self, reference: Media, driving: Media, prompt: str,
+                subject_library: Sequence[Media] | None, seed: int | None,
+                motion_intensity: float | None) -> list:
+        """The entry points' input tensors, every size checked against the server's limits
+        before anything is sent."""
         serve = self.serve
         ref, drv = _read(reference, "reference image"), _read(driving, "driving video")
         library = [_read(item, f"subject library item {i + 1}")
@@ -175,12 +204,80 @@ class MotionControlClient:
                                            spec.dtype if spec.dtype != "STRING" else "BYTES")
             tensor.set_data_from_numpy(values[spec.name])
             inputs.append(tensor)
+        return inputs
+
+    def animate(self, reference: Media, driving: Media, prompt: str = "", *,
+                subject_library: Sequence[Media] | None = None, seed: int | None = None,
+                motion_intensity: float | None = None) -> bytes:
+        """The generated mp4 (bytes), in one call."""
+        inputs = self._inputs(reference, driving, prompt, subject_library, seed,
+                              motion_intensity)
         outputs = [self._grpc.InferRequestedOutput("VIDEO")]
         result = self._call(lambda: self.client.infer(ENTRY, inputs, outputs=outputs,
                                                       client_timeout=self.timeout_s,
                                                       headers=self.headers),
                             "animate")
         return bytes(result.as_numpy("VIDEO").reshape(-1)[0])
+
+    def animate_stream(self, reference: Media, driving: Media, prompt: str = "", *,
+                       subject_library: Sequence[Media] | None = None,
+                       seed: int | None = None, motion_intensity: float | None = None
+                       ) -> Iterator[StreamPart]:
+        """The generation's parts as the server finishes them (`motion_control_stream`):
+        first the plan (0 of N, no frames), then one part per sampler call."""
+        inputs = self._inputs(reference, driving, prompt, subject_library, seed,
+                              motion_intensity)
+        self.ready()  # a server that is down is one clear line, with retries while it starts
+        responses: queue.Queue = queue.Queue()
+        self._call(lambda: self.client.start_stream(
+            lambda result, error: responses.put((result, error)),
+            stream_timeout=self.timeout_s, headers=self.headers), "animate")
+        try:
+            self.client.async_stream_infer(
+                STREAM_ENTRY, inputs, enable_empty_final_response=True,
+                outputs=[self._grpc.InferRequestedOutput(t.name)
+                         for t in MODELS[STREAM_ENTRY].outputs])
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                try:  # a stream that breaks calls back no more: poll, and give up in time
+                    result, error = responses.get(timeout=1.0)
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        raise ServiceUnavailable(
+                            f"the server did not finish within {self.timeout_s:g} s "
+                            f"(MC_SERVE__REQUEST_TIMEOUT_S)") from None
+                    continue
+                if error is not None:
+                    raise self._translate(error, "animate")
+                if result.as_numpy("PROGRESS") is not None:
+                    done, total = (int(v) for v in result.as_numpy("PROGRESS"))
+                    yield StreamPart(done, total, result.as_numpy("FRAMES"),
+                                     float(result.as_numpy("FPS")[0]),
+                                     json.loads(result.as_numpy("PROVENANCE")[0]))
+                final = result.get_response().parameters.get("triton_final_response")
+                if final is not None and final.bool_param:
+                    return
+        finally:
+            self.client.stop_stream(cancel_requests=True)
+
+    def animate_to_file(self, out: str | os.PathLike, reference: Media, driving: Media,
+                        prompt: str = "", *, progress: Callable[[StreamPart], None] | None = None,
+                        **options) -> Path:
+        """Stream the generation into the mp4 `out`, each part's frames encoded as they
+        arrive; `progress(part)` after each part. The file appears only once complete."""
+        parts = self.animate_stream(reference, driving, prompt, **options)
+        try:
+            first = next(parts)
+
+            def frames() -> Iterator[np.ndarray]:
+                for part in itertools.chain([first], parts):
+                    if progress is not None:
+                        progress(part)
+                    yield from part.frames
+
+            return write_mp4(out, frames(), first.fps, metadata=first.tags)
+        finally:
+            parts.close()  # ends the stream, also when writing failed
 
     def close(self) -> None:
         self.client.close()

@@ -12,7 +12,8 @@ built the repository.
 Layout (self-contained: weights are copied into the version folders, so a cluster serves
 it straight from the object store):
 
-    motion_control/config.pbtxt     1/model.py          BLS entry point
+    motion_control/config.pbtxt     1/model.py          BLS entry point (one mp4)
+    motion_control_stream/…         1/model.py          the same source, decoupled (streaming)
     motion_extractor/config.pbtxt   1/model.py          MediaPipe (models in the wheel)
     identity_encoder/config.pbtxt   1/model.py          dlib (models in the package)
     prompt_enhancer/config.pbtxt    1/model.py  1/smollm2.gguf
@@ -63,8 +64,9 @@ def model_config(spec: ModelSpec, serve: ServeSettings, parameters: dict[str, st
                      for k, v in sorted(parameters.items()))
     inputs, outputs, groups = (",\n".join(items) for items in (
         [_tensor(t) for t in spec.inputs], [_tensor(t) for t in spec.outputs], groups))
+    policy = "model_transaction_policy {\n  decoupled: true\n}\n" if spec.decoupled else ""
     return (f"name: \"{spec.name}\"\nbackend: \"python\"\nmax_batch_size: 0\n"
-            f"input [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
+            f"{policy}input [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
             f"instance_group [\n{groups}\n]\n{params}")
 
 

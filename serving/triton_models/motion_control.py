@@ -1,21 +1,32 @@
-"""motion_control: the entry point (BLS). Checks the request at the edge, then runs
-motion_extractor and identity_encoder side by side, prompt_enhancer, and student_dit."""
+"""motion_control and motion_control_stream: the entry points (BLS). Check the request at the
+edge, then run motion_extractor and identity_encoder side by side, prompt_enhancer, and
+student_dit, whose responses come one per sampler call. motion_control gathers them into one
+mp4 (short clips); motion_control_stream (decoupled, gRPC streaming) passes each on with its
+progress, and the client writes the mp4 as the frames arrive (long clips)."""
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from serving.backend import TritonModel, call_model, scalar, text
+from models.video import encode_mp4
+from serving.backend import TritonModel, call_model, scalar, stream_model, text
 from serving.limits import check_intensity, check_library, check_prompt, check_seed, check_upload
 
 
 class TritonPythonModel(TritonModel):
-    name = "motion_control"
+    name = "motion_control"  # or motion_control_stream: the same source serves both
 
     def setup(self) -> None:
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="bls")
 
     def infer(self, inputs):
+        parts = list(self.stream(inputs))
+        frames = np.concatenate([part["FRAMES"] for part in parts])
+        tags = json.loads(text(parts[-1]["PROVENANCE"], "PROVENANCE"))
+        return {"VIDEO": encode_mp4(frames, float(scalar(parts[-1]["FPS"])), metadata=tags)}
+
+    def stream(self, inputs):
         serve = self.settings.serve
         prompt = check_prompt(text(inputs["PROMPT"], "PROMPT"), serve)
         seed = check_seed(scalar(inputs["SEED"]))
@@ -39,10 +50,10 @@ class TritonPythonModel(TritonModel):
             "PROMPT": prompt, "ACTION_PHRASE": motion["ACTION_PHRASE"],
             "MOTION_INTENSITY": motion["MOTION_INTENSITY"],
             "FRAMES": np.array([len(motion["POSE"])], np.int32)})
-        video = call_model("student_dit", {
-            **motion, **identity, "CAPTION": enhanced["CAPTION"],
-            "CAMERA": enhanced["CAMERA"], "SEED": np.array([seed], np.int64)})
-        return {"VIDEO": video["VIDEO"]}
+        for part in stream_model("student_dit", {
+                **motion, **identity, "CAPTION": enhanced["CAPTION"],
+                "CAMERA": enhanced["CAMERA"], "SEED": np.array([seed], np.int64)}):
+            yield {**part, "FPS": motion["FPS"]}
 
     def finalize(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

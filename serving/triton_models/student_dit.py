@@ -1,11 +1,16 @@
-"""student_dit: conditions, keyframe-anchored windows sampled in batches (few-step student),
-VAE decode, upscale + invisible watermark, mp4 with provenance tags."""
+"""student_dit (decoupled): conditions, keyframe-anchored windows sampled in batches
+(few-step student), VAE decode, upscale + invisible watermark. One response per sampler call:
+the progress and the frames that call finished, so a long clip's first frames leave while
+the rest is generated; the entry points encode the mp4 (motion_control) or pass the frames
+on (motion_control_stream)."""
+
+import json
 
 import numpy as np
 
 from models.extraction import DrivingMotion, ReferenceIdentity
-from models.long_video import generate_long
-from models.watermark import publishable_mp4
+from models.long_video import stream_long
+from models.watermark import provenance_tags, publishable_frames
 from serving.backend import TritonModel, scalar, text
 from serving.weights import load_served_pipeline
 
@@ -15,8 +20,9 @@ class TritonPythonModel(TritonModel):
 
     def setup(self) -> None:
         self.pipeline, self.meta = load_served_pipeline(self.model_dir, self.device)
+        self.provenance = json.dumps(provenance_tags(self.meta["model"], self.meta["version"]))
 
-    def infer(self, inputs):
+    def stream(self, inputs):
         motion = DrivingMotion(inputs["POSE"], inputs["DRIVER_KEYPOINTS"],
                                float(scalar(inputs["MOTION_INTENSITY"])),
                                text(inputs["ACTION_PHRASE"], "ACTION_PHRASE"))
@@ -24,9 +30,10 @@ class TritonPythonModel(TritonModel):
         identity = ReferenceIdentity(inputs["REFERENCE"], inputs["LIBRARY"],
                                      inputs["IDENTITY"].astype(np.float64) if valid else None)
         serve = self.settings.serve
-        frames = generate_long(self.pipeline, identity, motion, text(inputs["CAPTION"], "CAPTION"),
-                               camera=inputs["CAMERA"], seed=int(scalar(inputs["SEED"])),
-                               overlap=serve.window_overlap, window_batch=serve.window_batch)
-        return {"VIDEO": publishable_mp4(frames, float(scalar(inputs["FPS"])),
-                                         self.meta["model"], self.meta["version"],
-                                         side=serve.output_size)}
+        for step in stream_long(self.pipeline, identity, motion,
+                                text(inputs["CAPTION"], "CAPTION"), camera=inputs["CAMERA"],
+                                seed=int(scalar(inputs["SEED"])), overlap=serve.window_overlap,
+                                window_batch=serve.window_batch):
+            yield {"PROGRESS": np.array([step.done, step.total], np.int32),
+                   "FRAMES": publishable_frames(step.frames, serve.output_size),
+                   "PROVENANCE": self.provenance}

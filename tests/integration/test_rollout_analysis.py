@@ -161,7 +161,7 @@ def make_student_fail(repository: Path) -> None:
     model.write_text(model.read_text() + '''
 
 class TritonPythonModel(TritonPythonModel):  # noqa: F811 - the failing canary of the test
-    def infer(self, inputs):
+    def stream(self, inputs):
         raise RuntimeError("a deliberately failing canary")
 ''')
 

@@ -8,6 +8,7 @@ start costs ~40 s, mostly loading SmolLM2)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
@@ -30,7 +31,7 @@ FRAMES = 9  # the tiny student's clip length; driving clips of 17 frames take tw
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("serving-home")
-    env = serving_env(home)
+    env = serving_env(home) | {"MC_SERVE__WINDOW_BATCH": "1"}  # one window per sampler call
     mp = pytest.MonkeyPatch()
     for key, value in env.items():
         mp.setenv(key, value)
@@ -77,6 +78,41 @@ def test_a_request_gets_a_watermarked_mp4_of_every_driving_frame(server, inputs,
     result = CliRunner().invoke(app, ["verify", str(path)])
     assert result.exit_code == 0 and "watermark found" in result.output, result.output
     assert is_healthy(server.metrics_url)  # Prometheus metrics are on
+
+
+def test_a_long_clip_streams_its_progress_and_frames_into_the_mp4(server, inputs, tmp_path):
+    """motion_control_stream: 17 driving frames are two windows of 9, one per sampler call
+    (MC_SERVE__WINDOW_BATCH=1), after three keyframe calls. The plan comes first, then each
+    call's progress with the frames it finished; the mp4 is written as they arrive and is
+    the unary call's video (same seed), watermarked, with its provenance."""
+    settings = server.settings
+    reference, driving, clip = inputs
+    seen = []
+    with MotionControlClient(server.grpc_url, settings=settings) as client:
+        path = client.animate_to_file(tmp_path / "streamed.mp4", reference, driving,
+                                      "a person walking", seed=7, progress=seen.append)
+        unary = read_video(client.animate(reference, driving, "a person walking", seed=7))
+        half = driving[:len(driving) // 2]
+        with pytest.raises(InvalidInput, match="driving video"):  # typed, as the unary call
+            next(client.animate_stream(reference, half, "x"))
+    assert [(p.done, p.total) for p in seen] == [(i, 5) for i in range(6)]
+    assert [len(p.frames) for p in seen] == [0, 0, 0, 0, 8, 9]
+    assert all(p.frames.shape[1:] == (256, 256, 3) for p in seen)  # the empty parts too
+    assert seen[0].fps == pytest.approx(clip.fps)
+    streamed = read_video(path)
+    assert streamed.frames.shape == (17, 256, 256, 3)
+    assert np.abs(streamed.frames.astype(int) - unary.frames).mean() < 3  # two encodes
+    check = verify(path)
+    assert check.watermark.found and check.provenance["version"] == str(server.version), check
+
+    ref, drv = tmp_path / "ref.png", tmp_path / "drv.mp4"
+    ref.write_bytes(reference)
+    drv.write_bytes(driving)
+    out = tmp_path / "cli.mp4"
+    result = CliRunner().invoke(app, ["animate", "--reference", str(ref), "--driving", str(drv),
+                                      "--out", str(out), "--url", server.grpc_url])
+    assert result.exit_code == 0 and "wrote" in result.output, result.output
+    assert read_video(out).num_frames == 17
 
 
 def server_memory(served: Served) -> tuple[list[int], int]:
