@@ -1,0 +1,94 @@
+"""End to end at the profiles' shapes: naive teacher, dual-branch teacher, student.
+
+`MotionControlPipeline` from a real photo and real footage to frames (MediaPipe motion
+extraction and retargeting, identity and conditions, sampling, VAE decode), with random
+weights at each profile's shapes (the DiT and VAE of `tiny` and of `small`: 256² px, 49
+frames, a 77 M-parameter DiT): speed does not depend on the weights. The trained tiny models
+are measured the same way in bench_distillation.py.
+
+Baseline: the naive teacher (3 branches x 50 Euler steps), in the same run, on the same
+inputs and seed; then the dual-branch teacher (2 branches x 50 + 1) and the student (the
+profile's 4 steps, one branch: guidance distilled into it). One torch thread by default, as
+each served model process. Target (issue "Serving for real clients"): student >= 10x the naive teacher
+end to end at `small` shapes.
+
+    MC_BENCH_E2E_PROFILES=tiny (default) or tiny,small: at `small` shapes one DiT forward
+    takes ~13-38 s and one VAE decode ~3-9 min on this CPU (1 thread, quiet to loaded), so
+    the naive teacher alone takes 30-90 min. MC_BENCH_THREADS (default 1) sets torch's
+    threads. Writes reports/bench/end_to_end.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from flows.profiles import profile_config
+from models.assets import sample_data
+from models.dit import MotionDiT
+from models.pipeline import MotionControlPipeline
+from models.sampling import GuidanceConfig
+from models.text import TextEncoder
+from models.vae import VideoVAE
+from models.video import read_image, read_video
+from tests.bench.common import print_table, write_report
+
+PROFILES = os.environ.get("MC_BENCH_E2E_PROFILES", "tiny").split(",")
+THREADS = int(os.environ.get("MC_BENCH_THREADS", "1"))
+TEACHER_STEPS = 50
+
+
+def methods(run) -> dict[str, tuple[int, GuidanceConfig]]:
+    """name: (Euler steps, guidance) with the profile's CFG scales."""
+    scales = dict(text_scale=run.sampling.text_scale, reference_scale=run.sampling.reference_scale)
+    return {"naive_teacher": (TEACHER_STEPS, GuidanceConfig(**scales, prune=False)),
+            "dual_teacher": (TEACHER_STEPS, GuidanceConfig(**scales, dual=True)),
+            "student": (run.sampling.student_steps, GuidanceConfig())}
+
+
+@pytest.mark.timeout(4 * 3600)
+def test_bench_end_to_end():
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    reference = read_image(sample_data("opencv-doc/basketball1.png").read_bytes())
+    footage = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=64).frames
+    text = TextEncoder()
+    results, rows = {}, []
+    for profile in PROFILES:
+        run = profile_config(profile)
+        dit = MotionDiT(run.dit, stage=3)
+        vae = VideoVAE(run.vae)
+        driving = footage[:run.clip.frames]
+        e2e = {}
+        for name, (steps, guidance) in reversed(methods(run).items()):  # student first
+            pipe = MotionControlPipeline(dit, vae, text, size=run.resolution,
+                                         frames=run.clip.frames, steps=steps,
+                                         guidance=guidance)
+            if name == "student":  # warm-up (MediaPipe's graph, first calls), then timed
+                pipe(reference, driving, seed=0)
+            out = pipe(reference, driving, seed=0)
+            assert out.frames.shape == (run.clip.frames, run.resolution, run.resolution, 3)
+            e2e[name] = {"total_s": sum(out.timings.values()), **out.timings, "nfe": out.nfe}
+        naive = e2e["naive_teacher"]["total_s"]
+        results[profile] = {
+            "shapes": {"resolution": run.resolution, "frames": run.clip.frames,
+                       "dit_parameters": sum(p.numel() for p in dit.parameters())},
+            "end_to_end": e2e,
+            "speedup_student_vs_naive": naive / e2e["student"]["total_s"],
+            "speedup_student_vs_dual": e2e["dual_teacher"]["total_s"]
+            / e2e["student"]["total_s"],
+            "speedup_dual_vs_naive": naive / e2e["dual_teacher"]["total_s"]}
+        stages = [k for k in e2e["student"] if k not in ("total_s", "nfe")]
+        rows += [[profile, m, e2e[m]["nfe"], *[e2e[m][k] for k in stages], e2e[m]["total_s"],
+                  naive / e2e[m]["total_s"]] for m in e2e]
+        assert e2e["naive_teacher"]["nfe"] == 3 * TEACHER_STEPS
+        assert e2e["student"]["nfe"] == run.sampling.student_steps
+    print_table("end to end (MotionControlPipeline, random weights), seconds",
+                ["profile", "method", "NFE", *stages, "total", "x vs naive"], rows)
+    write_report("end_to_end",
+                 inputs={"profiles": PROFILES, "teacher_steps": TEACHER_STEPS,
+                         "reference": "opencv-doc/basketball1.png",
+                         "driving": "opencv-doc/vtest.avi", "torch_threads": THREADS},
+                 baseline="naive teacher: 3 branches x 50 Euler steps", results=results)
