@@ -42,7 +42,11 @@ class TritonPythonModel(TritonModel):
             "REFERENCE_IMAGE": reference, "DRIVING_VIDEO": driving})
         identity_job = self.pool.submit(call_model, "identity_encoder", {
             "REFERENCE_IMAGE": reference, "SUBJECT_LIBRARY": library or None})
-        motion, identity = motion_job.result(), identity_job.result()
+        try:
+            motion, identity = motion_job.result(), identity_job.result()
+        finally:  # a failed job's exception holds its traceback, which holds this frame: the
+            # jobs kept in it made a cycle that held each failed request's inputs (in shm)
+            del motion_job, identity_job
         if intensity is not None:  # the caller's intensity wins over the measured one
             motion["MOTION_INTENSITY"] = np.array([intensity], np.float32)
 
