@@ -3,7 +3,9 @@ by the repository builder and read by the Triton model. It is the registered ver
 MLflow weights folder (flows/pyfunc_model.py) plus where it came from:
 
     dit.safetensors, vae.safetensors, meta.json   the weights and how to rebuild each part
-    text_encoder/     the text encoder the DiT was trained with (MiniLM, or base's umT5)
+    text_encoder/     the text encoder the DiT was trained with (MiniLM, or base's umT5);
+                      MiniLM also traced to TorchScript, which the served model loads
+                      without importing transformers (models/text.py)
     served.json       registered model name, version and tags
 """
 
@@ -13,13 +15,18 @@ import dataclasses
 import json
 from pathlib import Path
 
-from flows.pyfunc_model import load_pipeline, read_bundle, save_parts
+from flows.pyfunc_model import TEXT_ENCODER, load_pipeline, read_bundle, save_parts
 from flows.registry import ModelBundle
 
 
 def write_served_weights(bundle: ModelBundle, folder: Path) -> None:
     save_parts(folder, {"dit": (bundle.dit, bundle.meta), "vae": (bundle.vae, bundle.vae_meta)},
                bundle.text)
+    from models.text import TextEncoder
+
+    text = bundle.text or TextEncoder(folder / TEXT_ENCODER)
+    if text.traceable:
+        text.save_traced(folder / TEXT_ENCODER)
     (folder / "served.json").write_text(json.dumps(
         {"name": bundle.name, "version": bundle.version, "tags": bundle.tags}, indent=2))
 

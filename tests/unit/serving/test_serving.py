@@ -65,6 +65,7 @@ def test_a_registered_version_becomes_a_self_contained_repository(tmp_path):
     assert (root / "student_dit" / "1" / "text_encoder").is_dir()
     served = load_served_bundle(root / "student_dit" / "1")
     assert (served.name, served.version, served.frames) == (STUDENT_MODEL, version, 9)
+    assert served.text.traced  # MiniLM as TorchScript: the server's start imports no transformers
     for key, tensor in dit.state_dict().items():
         assert torch.equal(served.dit.state_dict()[key], tensor), key
 
