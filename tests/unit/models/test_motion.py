@@ -154,6 +154,43 @@ def test_no_person_raises(extractor):
         extractor.extract(np.stack([noise, sky]))
 
 
+def test_a_reused_extractor_gives_what_a_fresh_one_gives(extractor, vtest):
+    """A server keeps one extractor for all requests and restarts its tracking graph in the
+    background after each clip: no state of one clip (smoothing, visibility and world-landmark
+    filters, the tracked ROI) may reach the next. The shared extractor has run other clips
+    and images; its answers must be bitwise a new extractor's (a frame without a person in
+    between is not enough: the visibility filters would differ by up to 0.8)."""
+    from skimage.data import astronaut
+
+    walker = vtest[0][:4]
+    still = np.stack([np.roll(astronaut(), 4 * i, axis=1) for i in range(3)])
+    used = [extractor.extract(clip) for clip in (walker, still, walker)]
+    with HolisticExtractor() as fresh:
+        first = fresh.extract(walker)
+    assert np.array_equal(used[0], first) and np.array_equal(used[2], first)
+
+
+def test_pose_only_search_sees_the_pose_holistic_sees(extractor, vtest):
+    """The search for a person runs MediaPipe's pose-only graph (~0.6x Holistic's time) and
+    keypoints come from Holistic afterwards: the same person is found only if both graphs
+    give the same pose. On every search tile of a vtest.avi frame (people in some, none in
+    others) they agree exactly."""
+    from models.motion.extract import TILE_FRACTIONS, _Box, _tiles
+
+    frame = vtest[0][0]
+    h, w = frame.shape[:2]
+    boxes = [_Box(0, 0, max(h, w))] + [b for f in TILE_FRACTIONS for b in _tiles(w, h, f)]
+    seen = 0
+    for box in boxes:
+        found = extractor._detect(frame, box)
+        _, pose = extractor._holistic(frame, box)
+        assert (found is None) == (pose is None)
+        if found is not None:
+            seen += 1
+            assert found.crop == _Box.around(pose, w, h)
+    assert 0 < seen < len(boxes)
+
+
 def test_bad_frames_are_invalid_input(extractor):
     from models.errors import InvalidInput
 
