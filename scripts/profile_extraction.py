@@ -75,8 +75,7 @@ def calculator_split(frames: list[np.ndarray], refine: bool, repeats: int = 3) -
     solution_base.calculator_graph.CalculatorGraph = profiled
     try:
         graph = Holistic(static_image_mode=False, refine_face_landmarks=refine)
-        for _ in range(repeats):
-            graph.reset()
+        for _ in range(repeats):  # (a profiled graph hangs in reset())
             for frame in frames:
                 graph.process(frame)
         graph.close()
