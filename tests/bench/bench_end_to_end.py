@@ -70,7 +70,7 @@ def test_bench_end_to_end():
             pipe = MotionControlPipeline(dit, vae, text, size=run.resolution,
                                          frames=run.clip.frames, steps=steps,
                                          guidance=guidance)
-            if name == "student":  # warm-up (MediaPipe's graph, first calls), then timed
+            if not results and name == "student":  # once: imports, MediaPipe, first calls
                 pipe(reference, driving, seed=0)
             out = pipe(reference, driving, seed=0)
             assert out.frames.shape == (run.clip.frames, run.resolution, run.resolution, 3)
