@@ -75,6 +75,8 @@ def test_bench_end_to_end():
             out = pipe(reference, driving, seed=0)
             assert out.frames.shape == (run.clip.frames, run.resolution, run.resolution, 3)
             e2e[name] = {"total_s": sum(out.timings.values()), **out.timings, "nfe": out.nfe}
+            print(f"{profile} {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in e2e[name].items()),
+                  flush=True)  # a small-shape run takes long: each method's figures as it ends
         naive = e2e["naive_teacher"]["total_s"]
         results[profile] = {
             "shapes": {"resolution": run.resolution, "frames": run.clip.frames,
