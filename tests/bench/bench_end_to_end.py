@@ -13,10 +13,10 @@ each served model process. Target (issue "Serving for real clients"): student >=
 end to end at `small` shapes.
 
     MC_BENCH_E2E_PROFILES=tiny (default) or tiny,small: at `small` shapes one DiT forward
-    takes ~13-38 s and one VAE decode ~3-9 min on this CPU (1 thread, quiet to loaded), so
-    the naive teacher alone takes 30-90 min. MC_BENCH_THREADS (default 1) sets torch's
-    threads, MC_BENCH_DEVICE the device (default: the GPU if there is one). Writes
-    reports/bench/end_to_end.json.
+    takes 5-6 s and one VAE decode 92-104 s on this CPU (2 threads, quiet), the whole run
+    32 min (MC_BENCH_THREADS=2; one thread under load: several times that).
+    MC_BENCH_THREADS sets torch's threads, MC_BENCH_DEVICE the device (default: the GPU if
+    there is one). Writes reports/bench/end_to_end.json.
 """
 
 from __future__ import annotations
