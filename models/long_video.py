@@ -101,8 +101,8 @@ class WindowJoiner:
     """Joins generated windows as they come, giving back each frame once it is final.
 
     Each window weighs 1 inside and ramps up over the overlap it shares with the previous
-    window and down over the one it shares with the next (weights sum to 1 everywhere), so
-    the overlaps cross-fade linearly from the earlier window to the later one. A window's
+    window and down over the one it shares with the next; each frame is its windows' weighted
+    mean, so the overlaps cross-fade linearly from the earlier window to the later one. A window's
     last `overlap` frames wait for the next window; the last window gives back the rest,
     trimmed to the clip's length."""
 

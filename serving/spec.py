@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 ENTRY = "motion_control"
 STREAM_ENTRY = "motion_control_stream"
-ENTRIES = (ENTRY, STREAM_ENTRY)  # what clients call; the other models are internal
 
 # A BLS response reaches the caller with code INTERNAL whatever the called model answered
 # (Triton 2.51), so the models of the pipeline mark the message of a bad input; so does the
