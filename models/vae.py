@@ -148,8 +148,25 @@ class LatentVAE(nn.Module):
         return self.normalize_latents(z)
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents from the diffusion model -> pixels in [-1, 1]."""
-        return self.decode(self.denormalize_latents(z)).clamp(-1.0, 1.0)
+        """Normalised latents from the diffusion model -> pixels in [-1, 1] (float32)."""
+        return self.decode(self.denormalize_latents(z)).float().clamp(-1.0, 1.0)
+
+    def decoding_modules(self) -> list[nn.Module]:
+        """The modules `decode` runs, which `set_decode_dtype` casts."""
+        raise NotImplementedError
+
+    def set_decode_dtype(self, dtype: torch.dtype) -> LatentVAE:
+        """Run `decode` in `dtype` (the encoder stays as it is). bfloat16 halves the decode
+        on a CPU with AVX512-BF16 (oneDNN) and on a GPU; outputs stay float32, and differ
+        from a float32 decode by ~1/255 on average (tests/unit/models/test_vae.py). One way:
+        casting back does not restore the rounded weights; reload them instead."""
+        for module in self.decoding_modules():
+            module.to(dtype)
+        return self
+
+    @property
+    def decode_dtype(self) -> torch.dtype:
+        return next(self.decoding_modules()[0].parameters()).dtype
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T', H', W') of the latent of a (3, frames, height, width) video."""
@@ -397,7 +414,10 @@ class VideoVAE(LatentVAE):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         self.check_latent(z)
-        return self.decoder(z)
+        return self.decoder(z.to(self.decode_dtype)).float()
+
+    def decoding_modules(self) -> list[nn.Module]:
+        return [self.decoder]
 
     def loss(self, x: torch.Tensor, recon: torch.Tensor, posterior: DiagonalGaussian,
              kl_weight: float = 1e-4) -> dict[str, torch.Tensor]:
@@ -482,7 +502,10 @@ class WanVAEAdapter(LatentVAE):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         self.check_latent(z)
-        return self.model.decode(z.to(self.model.dtype)).sample.float()
+        return self.model.decode(z.to(self.decode_dtype)).sample.float()
+
+    def decoding_modules(self) -> list[nn.Module]:
+        return [self.model.post_quant_conv, self.model.decoder]
 
 
 def load_vae(config_or_path: os.PathLike | str | VAEConfig) -> LatentVAE:
@@ -497,9 +520,24 @@ def load_vae(config_or_path: os.PathLike | str | VAEConfig) -> LatentVAE:
         "or the path of a local diffusers AutoencoderKLWan folder")
 
 
+def decode_dtype_for(choice: str, device: torch.device | str) -> torch.dtype:
+    """The decode precision `choice` ("auto", "float32", "bfloat16") means on `device`: auto is
+    bfloat16 where the hardware computes it natively (a CPU with AVX512-BF16/AMX, a GPU with
+    bf16), float32 elsewhere (an emulated bf16 conv is slower than float32)."""
+    if choice in ("float32", "bfloat16"):
+        return getattr(torch, choice)
+    if choice != "auto":
+        raise InvalidInput(f"decode dtype {choice!r}: use auto, float32 or bfloat16")
+    if torch.device(device).type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = _ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.bfloat16 if native else torch.float32
+
+
 def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 __all__ = ["DiagonalGaussian", "LatentVAE", "VAEConfig", "VideoVAE",
-           "WanVAEAdapter", "load_vae", "num_params"]
+           "WanVAEAdapter", "decode_dtype_for", "load_vae", "num_params"]

@@ -32,7 +32,7 @@ class InProcessAnimator:
         self.settings = settings
         torch.set_num_threads(settings.serve.torch_threads)  # as the server's processes
         self.pipeline, self.provenance = load_served_pipeline(
-            Path(repository) / "student_dit" / "1")
+            Path(repository) / "student_dit" / "1", decode_dtype=settings.serve.decode_dtype)
         self.enhancer = PromptEnhancer(Path(repository) / "prompt_enhancer" / "1" /
                                        "smollm2.gguf",
                                        max_new_tokens=settings.serve.prompt_max_new_tokens,

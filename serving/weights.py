@@ -17,6 +17,7 @@ from pathlib import Path
 
 from flows.pyfunc_model import TEXT_ENCODER, load_pipeline, read_bundle, save_parts
 from flows.registry import ModelBundle
+from models.vae import decode_dtype_for
 
 
 def write_served_weights(bundle: ModelBundle, folder: Path) -> None:
@@ -37,9 +38,10 @@ def load_served_bundle(folder: Path) -> ModelBundle:
                                version=int(served["version"]), tags=served["tags"])
 
 
-def load_served_pipeline(folder: Path, device: str = "cpu"):
-    """The MotionControlPipeline of a student_dit folder on `device`, and its provenance
-    (name, version)."""
+def load_served_pipeline(folder: Path, device: str = "cpu", decode_dtype: str = "float32"):
+    """The MotionControlPipeline of a student_dit folder on `device`, decoding in
+    `decode_dtype` (`ServeSettings.decode_dtype`), and its provenance (name, version)."""
     bundle = load_served_bundle(folder)
+    bundle.vae.set_decode_dtype(decode_dtype_for(decode_dtype, device))
     return load_pipeline(folder, device, bundle), \
         {"model": bundle.name, "version": bundle.version}

@@ -19,7 +19,8 @@ class TritonPythonModel(TritonModel):
     name = "student_dit"
 
     def setup(self) -> None:
-        self.pipeline, self.meta = load_served_pipeline(self.model_dir, self.device)
+        self.pipeline, self.meta = load_served_pipeline(self.model_dir, self.device,
+                                                          self.settings.serve.decode_dtype)
         self.provenance = json.dumps(provenance_tags(self.meta["model"], self.meta["version"]))
 
     def stream(self, inputs):

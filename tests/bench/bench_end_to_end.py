@@ -16,12 +16,17 @@ end to end at `small` shapes.
     takes 5-6 s and one VAE decode 92-104 s on this CPU (2 threads, quiet), the whole run
     32 min (MC_BENCH_THREADS=2; one thread under load: several times that).
     MC_BENCH_THREADS sets torch's threads, MC_BENCH_DEVICE the device (default: the GPU if
-    there is one). Writes reports/bench/end_to_end.json.
+    there is one), MC_BENCH_DECODE_DTYPE the decode precision (default auto, as serving's
+    MC_SERVE__DECODE_DTYPE: bfloat16 on this CPU). The float32 and bfloat16 decodes of one
+    clip are also timed side by side, with the difference of their frames.
+    Writes reports/bench/end_to_end.json.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import time
 
 import pytest
 import torch
@@ -32,7 +37,7 @@ from models.dit import MotionDiT
 from models.pipeline import MotionControlPipeline
 from models.sampling import GuidanceConfig
 from models.text import TextEncoder
-from models.vae import VideoVAE
+from models.vae import VideoVAE, decode_dtype_for
 from models.video import read_image, read_video
 from tests.bench.common import print_table, write_report
 
@@ -41,6 +46,7 @@ THREADS = int(os.environ.get("MC_BENCH_THREADS", "1"))
 # A lent GPU runs the DiT and VAE (MediaPipe stays on the CPU). The totals are exact there;
 # the split between sampling and decode is not (CUDA runs the sampler's kernels ahead).
 DEVICE = os.environ.get("MC_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+DECODE_DTYPE = decode_dtype_for(os.environ.get("MC_BENCH_DECODE_DTYPE", "auto"), DEVICE)
 TEACHER_STEPS = 50
 
 
@@ -50,6 +56,23 @@ def methods(run) -> dict[str, tuple[int, GuidanceConfig]]:
     return {"naive_teacher": (TEACHER_STEPS, GuidanceConfig(**scales, prune=False)),
             "dual_teacher": (TEACHER_STEPS, GuidanceConfig(**scales, dual=True)),
             "student": (run.sampling.student_steps, GuidanceConfig())}
+
+
+def decode_precision(vae: VideoVAE, pipe: MotionControlPipeline) -> dict:
+    """Seconds of one clip's float32 and bfloat16 decodes (same latents), and how far apart
+    their frames are in 8-bit grey levels."""
+    z = torch.randn(pipe.latent_shape(), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    frames, seconds = {}, {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        pipe.vae = copy.deepcopy(vae).set_decode_dtype(dtype)
+        start = time.perf_counter()
+        frames[name] = pipe.decode(z).astype(float)
+        seconds[name] = time.perf_counter() - start
+    diff = abs(frames["float32"] - frames["bfloat16"])
+    return {"float32_s": seconds["float32"], "bfloat16_s": seconds["bfloat16"],
+            "speedup": seconds["float32"] / seconds["bfloat16"],
+            "mean_abs_diff_grey_levels": float(diff.mean()),
+            "max_abs_diff_grey_levels": float(diff.max())}
 
 
 @pytest.mark.timeout(4 * 3600)
@@ -64,10 +87,11 @@ def test_bench_end_to_end():
         run = profile_config(profile)
         dit = MotionDiT(run.dit, stage=3).to(DEVICE)
         vae = VideoVAE(run.vae).to(DEVICE)
+        served_vae = copy.deepcopy(vae).set_decode_dtype(DECODE_DTYPE)
         driving = footage[:run.clip.frames]
         e2e = {}
         for name, (steps, guidance) in reversed(methods(run).items()):  # student first
-            pipe = MotionControlPipeline(dit, vae, text, size=run.resolution,
+            pipe = MotionControlPipeline(dit, served_vae, text, size=run.resolution,
                                          frames=run.clip.frames, steps=steps,
                                          guidance=guidance)
             if not results and name == "student":  # once: imports, MediaPipe, first calls
@@ -77,8 +101,11 @@ def test_bench_end_to_end():
             e2e[name] = {"total_s": sum(out.timings.values()), **out.timings, "nfe": out.nfe}
             print(f"{profile} {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in e2e[name].items()),
                   flush=True)  # a small-shape run takes long: each method's figures as it ends
+        precision = decode_precision(vae, pipe)
+        print(f"{profile} decode: {precision}", flush=True)
         naive = e2e["naive_teacher"]["total_s"]
         results[profile] = {
+            "decode_precision": precision,
             "shapes": {"resolution": run.resolution, "frames": run.clip.frames,
                        "dit_parameters": sum(p.numel() for p in dit.parameters())},
             "end_to_end": e2e,
@@ -97,5 +124,5 @@ def test_bench_end_to_end():
                  inputs={"profiles": PROFILES, "teacher_steps": TEACHER_STEPS,
                          "reference": "opencv-doc/basketball1.png",
                          "driving": "opencv-doc/vtest.avi", "torch_threads": THREADS,
-                         "device": DEVICE},
+                         "device": DEVICE, "decode_dtype": str(DECODE_DTYPE)},
                  baseline="naive teacher: 3 branches x 50 Euler steps", results=results)

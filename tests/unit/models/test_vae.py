@@ -16,6 +16,7 @@ from models.vae import (
     VAEConfig,
     VideoVAE,
     WanVAEAdapter,
+    decode_dtype_for,
     load_vae,
 )
 
@@ -207,6 +208,46 @@ def test_wan_adapter_round_trip_through_a_local_diffusers_folder(tmp_path):
                                    wan.decode(posterior.mean).sample)
     with pytest.raises(InvalidInput, match="1 \\+ 4k"):
         adapter.encode(video(t=4, hw=16))
+
+    # a bfloat16 decode (serving's decode_dtype) casts only what decode runs
+    adapter.set_decode_dtype(torch.bfloat16)
+    assert adapter.model.decoder.conv_in.weight.dtype == torch.bfloat16
+    assert adapter.model.encoder.conv_in.weight.dtype == torch.float32
+    with torch.no_grad():
+        half = adapter.decode(posterior.mean)
+        assert half.dtype == torch.float32
+        assert (half - wan.decode(posterior.mean).sample).abs().mean() < 0.02
+        torch.testing.assert_close(adapter.encode(x).mean, posterior.mean)
+
+
+@pytest.mark.parametrize("config", [TINY, MICRO], ids=["tiny", "micro"])
+def test_a_bfloat16_decode_stays_within_a_grey_level_of_float32(config):
+    """Serving decodes in bfloat16 where the hardware has it (ServeSettings.decode_dtype):
+    the frames must stay those of the float32 decode, to ~1/255 on average and well under
+    a few grey levels at the 99th percentile. Trained-like latents: the
+    encoding of a smooth video (random weights give the same order of error)."""
+    model = vae(config)
+    t = torch.linspace(-1, 1, 32)
+    x = (torch.sin(3 * t)[None, :] * torch.cos(2 * t)[:, None]).expand(1, 3, 9, 32, 32)
+    with torch.no_grad():
+        z = model.encode_latents(x.contiguous())
+        full = model.decode_latents(z)
+        model.set_decode_dtype(torch.bfloat16)
+        assert model.decode_dtype == torch.bfloat16
+        assert model.encoder.layers[0].weight.dtype == torch.float32
+        half = model.decode_latents(z)
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    diff = (half - full).abs() * 127.5  # in 8-bit grey levels
+    assert diff.mean() < 1.0 and torch.quantile(diff.flatten(), 0.99) < 6.0
+
+
+def test_decode_dtype_choices():
+    assert decode_dtype_for("float32", "cpu") == torch.float32
+    assert decode_dtype_for("bfloat16", "cpu") == torch.bfloat16
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert decode_dtype_for("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    with pytest.raises(InvalidInput, match="auto, float32 or bfloat16"):
+        decode_dtype_for("fp8", "cpu")
 
 
 def test_load_vae_configs_and_bad_sources(tmp_path):
