@@ -1,5 +1,11 @@
-"""The prompt enhancer: an instruct LM rewrites the user's prompt with the motion context,
-and the camera moves the prompt asks for become per-frame camera parameters.
+"""The prompt enhancer: an instruct LM rewrites the user's prompt, the motion context (the
+driver's action phrase and intensity) is appended in the curated captions' words, and the
+camera moves the prompt asks for become per-frame camera parameters.
+
+The rewrite needs only the user's words, so serving runs it beside motion extraction rather
+than after it (`rewrite`, then `motion_caption` once the action phrase is known): the LM's
+0.7-3.5 s no longer add to a request's latency. The DiT reads the action phrase through its
+own cross-attention as well, so the caption's motion words are a template, as in training.
 
 The LM is SmolLM2-135M-Instruct from the offline GGUF (`models.assets.smollm2_gguf`), run
 natively by llama.cpp (`llama-cpp-python`) with greedy decoding (deterministic) and a bounded
@@ -15,6 +21,7 @@ pan_y, zoom) path with the vocabulary of the synthetic camera (`models.synthetic
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -51,9 +58,9 @@ CAMERA_PATTERNS = (
 
 @dataclass(frozen=True)
 class EnhancedPrompt:
-    text: str  # the caption the DiT is conditioned on
+    text: str  # the rewritten prompt (rewrite) or the caption the DiT reads (enhance)
     camera_move: str  # a key of models.synthetic.camera.MOVES
-    source: str  # "lm" or "fallback" (and why)
+    source: str  # "lm", "empty prompt" or "fallback" (and why)
 
 
 def camera_move(prompt: str) -> str:
@@ -71,10 +78,10 @@ def camera_path(move: str, frames: int) -> np.ndarray:
     return np.stack([path.pan_x, path.pan_y, path.zoom], -1).astype(np.float32)
 
 
-def plain_prompt(prompt: str, action_phrase: str, intensity_words: str) -> str:
-    """The fallback caption: the user's words with the motion context appended."""
+def motion_caption(prompt: str, action_phrase: str, intensity: float) -> str:
+    """The caption the DiT reads: the (rewritten) prompt with the motion context appended."""
     prompt = " ".join(prompt.split()).rstrip(".")
-    motion = f"a person {action_phrase}, {intensity_words} motion"
+    motion = f"a person {action_phrase}, {intensity_words(intensity)} motion"
     return f"{prompt}; {motion}" if prompt else motion
 
 
@@ -83,10 +90,12 @@ def intensity_words(intensity: float, low: float = 0.002, high: float = 0.02) ->
 
 
 class PromptEnhancer:
-    """`enhance(prompt, action_phrase, intensity)` -> EnhancedPrompt. Thread-safe."""
+    """`rewrite(prompt)` -> EnhancedPrompt (the LM's sentence, or the prompt itself);
+    `enhance(prompt, action_phrase, intensity)` -> the caption. Thread-safe."""
 
     def __init__(self, gguf: str | Path | None = None, *, max_new_tokens: int = 48,
-                 max_words: int = 60, threads: int = 1, load: bool = True):
+                 max_words: int = 60, threads: int = 1, load: bool = True,
+                 cache_size: int = 256):
         self.gguf = Path(gguf) if gguf is not None else None
         self.max_new_tokens, self.max_words = max_new_tokens, max_words
         # A server runs many instances on few cores: one thread each, like its torch stages
@@ -95,6 +104,10 @@ class PromptEnhancer:
         self.model = None
         self.load_error = ""
         self._lock = threading.Lock()  # one llama.cpp context decodes one prompt at a time
+        # Greedy decoding is deterministic, so a prompt seen before is answered from memory:
+        # clients re-run a prompt with other clips and seeds, and a request that fails in
+        # motion extraction has already started its rewrite.
+        self.rewrite = functools.lru_cache(maxsize=cache_size)(self._rewrite_prompt)
         if load:
             self._load()
 
@@ -116,14 +129,17 @@ class PromptEnhancer:
             log.warning("prompt enhancer LM not loaded, using the plain fallback: %s",
                         self.load_error)
 
-    def enhance(self, prompt: str, action_phrase: str, intensity: float) -> EnhancedPrompt:
+    def _rewrite_prompt(self, prompt: str) -> EnhancedPrompt:
+        """`rewrite` (cached): the user's prompt as one vivid sentence; the prompt itself
+        (whitespace tidied) when it is empty, the LM is missing or its answer is unusable."""
         move = camera_move(prompt)
-        words = intensity_words(intensity)
-        plain = plain_prompt(prompt, action_phrase, words)
+        plain = " ".join(prompt.split())
+        if not plain:
+            return EnhancedPrompt("", move, "empty prompt")
         if self.model is None:
             return EnhancedPrompt(plain, move, f"fallback ({self.load_error or 'no LM'})")
         try:
-            text = self._rewrite(prompt, action_phrase, words)
+            text = self._rewrite(plain)
         except Exception as exc:  # noqa: BLE001 - a failed generation must not fail the request
             return EnhancedPrompt(plain, move, f"fallback ({type(exc).__name__})")
         problem = self._unusable(text)
@@ -131,10 +147,15 @@ class PromptEnhancer:
             return EnhancedPrompt(plain, move, f"fallback ({problem})")
         return EnhancedPrompt(text, move, "lm")
 
-    def _rewrite(self, prompt: str, action_phrase: str, words: str) -> str:
-        user = (f"Prompt: {prompt or 'a person'}\n"
-                f"Motion: {action_phrase}, {words} motion.")
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    def enhance(self, prompt: str, action_phrase: str, intensity: float) -> EnhancedPrompt:
+        """`rewrite` and `motion_caption` in one call, for callers that know the motion."""
+        rewritten = self.rewrite(prompt)
+        return EnhancedPrompt(motion_caption(rewritten.text, action_phrase, intensity),
+                              rewritten.camera_move, rewritten.source)
+
+    def _rewrite(self, prompt: str) -> str:
+        messages = [{"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": f"Prompt: {prompt}"}]
         with self._lock:
             self.model.reset()  # no state carried over from the previous prompt
             out = self.model.create_chat_completion(messages, max_tokens=self.max_new_tokens,

@@ -3,15 +3,16 @@ builder writes as config.pbtxt and that the models use for names (light: numpy o
 the BLS orchestrator's process stays small).
 
     motion_control    BLS entry point (docs/architecture.md section 4): checks the request, then runs
-                      motion_extractor and identity_encoder side by side, prompt_enhancer,
-                      and student_dit; answers with one mp4
+                      motion_extractor, identity_encoder and prompt_enhancer side by side,
+                      then student_dit; answers with one mp4
     motion_control_stream
                       the same, decoupled (gRPC streaming): answers with progress and each
                       part's finished frames as student_dit makes them, for long clips
     motion_extractor  decord decode + MediaPipe holistic + retargeting + intensity
     identity_encoder  reference + subject library decode, squaring, dlib identity embedding
-    prompt_enhancer   SmolLM2 rewrite + per-frame camera path
-    student_dit       conditions, anchored long-video sampling, VAE decode, watermark;
+    prompt_enhancer   SmolLM2 rewrite of the user's words + the camera move they name
+    student_dit       caption (+ motion context) and camera path, conditions, anchored
+                      long-video sampling, VAE decode, watermark;
                       decoupled: one response per sampler call (progress, finished frames)
 """
 
@@ -73,6 +74,8 @@ DRIVING_VIDEO = _t("DRIVING_VIDEO", "STRING", 1)
 SUBJECT_LIBRARY = _t("SUBJECT_LIBRARY", "STRING", -1, optional=True)
 MOTION_INTENSITY = _t("MOTION_INTENSITY", "FP32", 1)
 ACTION_PHRASE = _t("ACTION_PHRASE", "STRING", 1)
+ENHANCED_PROMPT = _t("ENHANCED_PROMPT", "STRING", 1)  # the user's words, rewritten
+CAMERA_MOVE = _t("CAMERA_MOVE", "STRING", 1)  # a key of models.synthetic.camera.MOVES
 
 # What an entry point takes, and what a streamed part carries: the progress of generation
 # (sampler calls done, of the total), the frames it finished (upscaled and watermarked; none
@@ -104,12 +107,10 @@ MODELS = {spec.name: spec for spec in (
         outputs=(_t("REFERENCE", "UINT8", -1, -1, 3), _t("LIBRARY", "UINT8", -1, -1, -1, 3),
                  _t("IDENTITY", "FP32", 128), _t("IDENTITY_VALID", "BOOL", 1)),
         source="identity_encoder"),
-    ModelSpec(
+    ModelSpec(  # needs no motion, so it runs beside motion_extractor
         "prompt_enhancer",
-        inputs=(_t("PROMPT", "STRING", 1), ACTION_PHRASE, MOTION_INTENSITY,
-                _t("FRAMES", "INT32", 1)),
-        outputs=(_t("CAPTION", "STRING", 1), _t("CAMERA", "FP32", -1, 3),
-                 _t("PROMPT_SOURCE", "STRING", 1)),
+        inputs=(_t("PROMPT", "STRING", 1),),
+        outputs=(ENHANCED_PROMPT, CAMERA_MOVE, _t("PROMPT_SOURCE", "STRING", 1)),
         source="prompt_enhancer"),
     ModelSpec(
         "student_dit",
@@ -117,8 +118,7 @@ MODELS = {spec.name: spec for spec in (
                 MOTION_INTENSITY, ACTION_PHRASE,
                 _t("REFERENCE", "UINT8", -1, -1, 3), _t("LIBRARY", "UINT8", -1, -1, -1, 3),
                 _t("IDENTITY", "FP32", 128), _t("IDENTITY_VALID", "BOOL", 1),
-                _t("CAPTION", "STRING", 1), _t("CAMERA", "FP32", -1, 3),
-                _t("SEED", "INT64", 1)),
+                ENHANCED_PROMPT, CAMERA_MOVE, _t("SEED", "INT64", 1)),
         outputs=(PROGRESS, FRAMES, PROVENANCE),
         gpu=True, source="student_dit", decoupled=True),
 )}

@@ -1,6 +1,7 @@
 """motion_control and motion_control_stream: the entry points (BLS). Check the request at the
-edge, then run motion_extractor and identity_encoder side by side, prompt_enhancer, and
-student_dit, whose responses come one per sampler call. motion_control gathers them into one
+edge, then run motion_extractor, identity_encoder and prompt_enhancer side by side (the
+enhancer rewrites the user's words alone: it does not wait for the motion), then student_dit,
+whose responses come one per sampler call. motion_control gathers them into one
 mp4 (short clips); motion_control_stream (decoupled, gRPC streaming) passes each on with its
 progress, and the client writes the mp4 as the frames arrive (long clips)."""
 
@@ -18,7 +19,7 @@ class TritonPythonModel(TritonModel):
     name = "motion_control"  # or motion_control_stream: the same source serves both
 
     def setup(self) -> None:
-        self.pool = ThreadPoolExecutor(2, thread_name_prefix="bls")
+        self.pool = ThreadPoolExecutor(3, thread_name_prefix="bls")
 
     def infer(self, inputs):
         parts = list(self.stream(inputs))
@@ -42,21 +43,19 @@ class TritonPythonModel(TritonModel):
             "REFERENCE_IMAGE": reference, "DRIVING_VIDEO": driving})
         identity_job = self.pool.submit(call_model, "identity_encoder", {
             "REFERENCE_IMAGE": reference, "SUBJECT_LIBRARY": library or None})
+        prompt_job = self.pool.submit(call_model, "prompt_enhancer", {"PROMPT": prompt})
         try:
             motion, identity = motion_job.result(), identity_job.result()
+            enhanced = prompt_job.result()
         finally:  # a failed job's exception holds its traceback, which holds this frame: the
             # jobs kept in it made a cycle that held each failed request's inputs (in shm)
-            del motion_job, identity_job
+            del motion_job, identity_job, prompt_job
         if intensity is not None:  # the caller's intensity wins over the measured one
             motion["MOTION_INTENSITY"] = np.array([intensity], np.float32)
 
-        enhanced = call_model("prompt_enhancer", {
-            "PROMPT": prompt, "ACTION_PHRASE": motion["ACTION_PHRASE"],
-            "MOTION_INTENSITY": motion["MOTION_INTENSITY"],
-            "FRAMES": np.array([len(motion["POSE"])], np.int32)})
         for part in stream_model("student_dit", {
-                **motion, **identity, "CAPTION": enhanced["CAPTION"],
-                "CAMERA": enhanced["CAMERA"], "SEED": np.array([seed], np.int64)}):
+                **motion, **identity, "ENHANCED_PROMPT": enhanced["ENHANCED_PROMPT"],
+                "CAMERA_MOVE": enhanced["CAMERA_MOVE"], "SEED": np.array([seed], np.int64)}):
             yield {**part, "FPS": motion["FPS"]}
 
     def finalize(self) -> None:

@@ -1,8 +1,9 @@
-"""prompt_enhancer: SmolLM2 rewrites the prompt with the motion context (plain fallback if
-the LM fails); the camera move the prompt names becomes a per-frame camera path."""
+"""prompt_enhancer: SmolLM2 rewrites the user's prompt (the prompt itself if the LM fails),
+and names the camera move it asks for. It needs no motion, so motion_control runs it beside
+motion_extractor; student_dit appends the motion context and makes the camera path."""
 
-from models.prompt import PromptEnhancer, camera_path
-from serving.backend import TritonModel, scalar, text
+from models.prompt import PromptEnhancer
+from serving.backend import TritonModel, text
 
 
 class TritonPythonModel(TritonModel):
@@ -14,8 +15,6 @@ class TritonPythonModel(TritonModel):
                                        threads=self.settings.serve.torch_threads)
 
     def infer(self, inputs):
-        enhanced = self.enhancer.enhance(text(inputs["PROMPT"], "PROMPT"),
-                                         text(inputs["ACTION_PHRASE"], "ACTION_PHRASE"),
-                                         float(scalar(inputs["MOTION_INTENSITY"])))
-        return {"CAPTION": enhanced.text, "PROMPT_SOURCE": enhanced.source,
-                "CAMERA": camera_path(enhanced.camera_move, int(scalar(inputs["FRAMES"])))}
+        rewritten = self.enhancer.rewrite(text(inputs["PROMPT"], "PROMPT"))
+        return {"ENHANCED_PROMPT": rewritten.text, "CAMERA_MOVE": rewritten.camera_move,
+                "PROMPT_SOURCE": rewritten.source}

@@ -1,4 +1,5 @@
-"""student_dit (decoupled): conditions, keyframe-anchored windows sampled in batches
+"""student_dit (decoupled): the caption (the enhanced prompt + the motion context) and the
+camera path, conditions, keyframe-anchored windows sampled in batches
 (few-step student), VAE decode, upscale + invisible watermark. One response per sampler call:
 the progress and the frames that call finished, so a long clip's first frames leave while
 the rest is generated; the entry points encode the mp4 (motion_control) or pass the frames
@@ -10,6 +11,7 @@ import numpy as np
 
 from models.extraction import DrivingMotion, ReferenceIdentity
 from models.long_video import stream_long
+from models.prompt import camera_path, motion_caption
 from models.watermark import provenance_tags, publishable_frames
 from serving.backend import TritonModel, scalar, text
 from serving.weights import load_served_pipeline
@@ -30,9 +32,11 @@ class TritonPythonModel(TritonModel):
         valid = bool(scalar(inputs["IDENTITY_VALID"]))
         identity = ReferenceIdentity(inputs["REFERENCE"], inputs["LIBRARY"],
                                      inputs["IDENTITY"].astype(np.float64) if valid else None)
+        caption = motion_caption(text(inputs["ENHANCED_PROMPT"], "ENHANCED_PROMPT"),
+                                 motion.action_phrase, motion.intensity)
+        camera = camera_path(text(inputs["CAMERA_MOVE"], "CAMERA_MOVE"), len(motion.pose))
         serve = self.settings.serve
-        for step in stream_long(self.pipeline, identity, motion,
-                                text(inputs["CAPTION"], "CAPTION"), camera=inputs["CAMERA"],
+        for step in stream_long(self.pipeline, identity, motion, caption, camera=camera,
                                 seed=int(scalar(inputs["SEED"])), overlap=serve.window_overlap,
                                 window_batch=serve.window_batch):
             yield {"PROGRESS": np.array([step.done, step.total], np.int32),

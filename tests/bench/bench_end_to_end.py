@@ -15,7 +15,8 @@ end to end at `small` shapes.
     MC_BENCH_E2E_PROFILES=tiny (default) or tiny,small: at `small` shapes one DiT forward
     takes 5-6 s and one VAE decode 92-104 s on this CPU (2 threads, quiet), the whole run
     32 min (MC_BENCH_THREADS=2; one thread under load: several times that).
-    MC_BENCH_THREADS sets torch's threads, MC_BENCH_DEVICE the device (default: the GPU if
+    MC_BENCH_E2E_METHODS=naive_teacher,student skips the dual-branch teacher (11 min at
+    `small`). MC_BENCH_THREADS sets torch's threads, MC_BENCH_DEVICE the device (default: the GPU if
     there is one), MC_BENCH_DECODE_DTYPE the decode precision (default auto, as serving's
     MC_SERVE__DECODE_DTYPE: bfloat16 on this CPU). The float32 and bfloat16 decodes of one
     clip are also timed side by side, with the difference of their frames.
@@ -42,6 +43,7 @@ from models.video import read_image, read_video
 from tests.bench.common import print_table, write_report
 
 PROFILES = os.environ.get("MC_BENCH_E2E_PROFILES", "tiny").split(",")
+METHODS = os.environ.get("MC_BENCH_E2E_METHODS", "naive_teacher,dual_teacher,student").split(",")
 THREADS = int(os.environ.get("MC_BENCH_THREADS", "1"))
 # A lent GPU runs the DiT and VAE (MediaPipe stays on the CPU). The totals are exact there;
 # the split between sampling and decode is not (CUDA runs the sampler's kernels ahead).
@@ -90,7 +92,8 @@ def test_bench_end_to_end():
         served_vae = copy.deepcopy(vae).set_decode_dtype(DECODE_DTYPE)
         driving = footage[:run.clip.frames]
         e2e = {}
-        for name, (steps, guidance) in reversed(methods(run).items()):  # student first
+        chosen = {k: v for k, v in methods(run).items() if k in METHODS}
+        for name, (steps, guidance) in reversed(chosen.items()):  # student first
             pipe = MotionControlPipeline(dit, served_vae, text, size=run.resolution,
                                          frames=run.clip.frames, steps=steps,
                                          guidance=guidance)
@@ -109,10 +112,11 @@ def test_bench_end_to_end():
             "shapes": {"resolution": run.resolution, "frames": run.clip.frames,
                        "dit_parameters": sum(p.numel() for p in dit.parameters())},
             "end_to_end": e2e,
-            "speedup_student_vs_naive": naive / e2e["student"]["total_s"],
-            "speedup_student_vs_dual": e2e["dual_teacher"]["total_s"]
-            / e2e["student"]["total_s"],
-            "speedup_dual_vs_naive": naive / e2e["dual_teacher"]["total_s"]}
+            "speedup_student_vs_naive": naive / e2e["student"]["total_s"]}
+        if "dual_teacher" in e2e:
+            results[profile]["speedup_student_vs_dual"] = \
+                e2e["dual_teacher"]["total_s"] / e2e["student"]["total_s"]
+            results[profile]["speedup_dual_vs_naive"] = naive / e2e["dual_teacher"]["total_s"]
         stages = [k for k in e2e["student"] if k not in ("total_s", "nfe")]
         rows += [[profile, m, e2e[m]["nfe"], *[e2e[m][k] for k in stages], e2e[m]["total_s"],
                   naive / e2e[m]["total_s"]] for m in e2e]
@@ -121,7 +125,7 @@ def test_bench_end_to_end():
     print_table("end to end (MotionControlPipeline, random weights), seconds",
                 ["profile", "method", "NFE", *stages, "total", "x vs naive"], rows)
     write_report("end_to_end",
-                 inputs={"profiles": PROFILES, "teacher_steps": TEACHER_STEPS,
+                 inputs={"profiles": PROFILES, "methods": METHODS, "teacher_steps": TEACHER_STEPS,
                          "reference": "opencv-doc/basketball1.png",
                          "driving": "opencv-doc/vtest.avi", "torch_threads": THREADS,
                          "device": DEVICE, "decode_dtype": str(DECODE_DTYPE)},

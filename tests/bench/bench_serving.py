@@ -1,6 +1,7 @@
 """Serving load and overhead: the real tritonserver with the repository of a tiny student
 (random weights: the serving path is measured, not quality) against the same work in
-process, on the same inputs (a real photo, 9 frames of vtest.avi: one window).
+process, on the same inputs (a real photo, 17 frames of vtest.avi: one window). Every
+request has a prompt of its own, so the enhancer's cache of seen prompts never answers.
 
     triton      the SDK over gRPC to `motion_control` (BLS over the four models), at
                 concurrency 1, 2 and 4: throughput and p50/p99 latency
@@ -18,6 +19,7 @@ Every process uses one torch thread (MC_SERVE__TORCH_THREADS), as the server doe
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import time
@@ -37,7 +39,19 @@ from serving.weights import load_served_bundle
 from tests.bench.common import print_table, write_report
 
 REPEATS = 6
-PROMPT = "a person walking in the street, the camera pans left"
+FRAMES = 17  # the tiny profile's clip: one window
+SUBJECTS = ("a person", "a dancer in a red dress", "an old man with a cane", "a child",
+            "a knight in armour", "a woman in a raincoat")
+SCENES = ("walking in the street, the camera pans left", "on a beach at sunset",
+          "in a busy office", "on a rainy night, the camera zooms in", "in a forest clearing",
+          "on a theatre stage")
+_prompts = itertools.count()
+
+
+def next_prompt() -> str:
+    """A prompt no request has had before (36 of them; ~34 requests are made)."""
+    i = next(_prompts)
+    return f"{SUBJECTS[i % len(SUBJECTS)]} {SCENES[i // len(SUBJECTS) % len(SCENES)]}"
 CONCURRENCY = {1: REPEATS, 2: 6, 4: 8}  # concurrency -> requests measured
 
 
@@ -69,7 +83,7 @@ def measure_concurrent(url: str, settings, args: tuple, concurrency: int, reques
 
     def one(i: int) -> float:
         t0 = time.perf_counter()
-        clients[i % concurrency].animate(*args, seed=i)
+        clients[i % concurrency].animate(*args, next_prompt(), seed=i)
         return time.perf_counter() - t0
 
     with ThreadPoolExecutor(concurrency) as pool:
@@ -86,9 +100,9 @@ def test_bench_serving(served):
     settings, version, repository = served
     torch.set_num_threads(settings.serve.torch_threads)
     reference = sample_data("opencv-doc/basketball1.png").read_bytes()
-    clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=9)
+    clip = read_video(sample_data("opencv-doc/vtest.avi"), max_frames=FRAMES)
     driving = encode_mp4(clip.frames, clip.fps)
-    args = (reference, driving, PROMPT)
+    args = (reference, driving)
 
     bundle = load_served_bundle(Path(repository) / "student_dit" / "1")
     pipeline = bundle.pipeline(text=TextEncoder(Path(repository) / "student_dit" / "1" /
@@ -97,7 +111,7 @@ def test_bench_serving(served):
     def pipeline_call():
         image = read_image(reference)
         frames = read_video(driving).frames
-        return pipeline(image, frames, PROMPT, seed=0)
+        return pipeline(image, frames, next_prompt(), seed=0)
 
     animator = InProcessAnimator(settings, repository)
     start = time.perf_counter()
@@ -106,8 +120,8 @@ def test_bench_serving(served):
         client = MotionControlClient(server.grpc_url, settings=settings)
         results = measure_interleaved({
             "pipeline": pipeline_call,
-            "in_process": lambda: animator(*args, seed=0),
-            "triton_c1": lambda: client.animate(*args, seed=0)})
+            "in_process": lambda: animator(*args, next_prompt(), seed=0),
+            "triton_c1": lambda: client.animate(*args, next_prompt(), seed=0)})
         results["in_process"]["stage_s"] = animator.timings
         client.close()
         for concurrency, requests in CONCURRENCY.items():
@@ -122,12 +136,13 @@ def test_bench_serving(served):
     rows = [[name, r["requests"], r["p50_s"], r["p99_s"], r["throughput_rps"],
              r["p50_s"] / results["in_process"]["p50_s"]]
             for name, r in results.items() if isinstance(r, dict) and "p50_s" in r]
-    print_table("serving: latency and throughput (tiny student, 9 frames, 1 torch thread)",
+    print_table(f"serving: latency and throughput (tiny student, {FRAMES} frames, "
+                "1 torch thread)",
                 ["path", "requests", "p50 s", "p99 s", "req/s", "p50 / in-process"], rows)
     write_report("serving", inputs={
         "model": f"tiny student version {version} (random weights), 64² -> 256² output",
-        "reference": "opencv-doc/basketball1.png", "driving": "vtest.avi, 9 frames",
-        "prompt": PROMPT, "torch_threads": settings.serve.torch_threads,
+        "reference": "opencv-doc/basketball1.png", "driving": f"vtest.avi, {FRAMES} frames",
+        "prompts": "one of its own per request (SUBJECTS x SCENES)", "torch_threads": settings.serve.torch_threads,
         "concurrency_requests": CONCURRENCY, "cpu_count": os.cpu_count()},
         baseline="InProcessAnimator (the same stages in one process, one request at a time); "
                  "also MotionControlPipeline.__call__ alone", results=results)

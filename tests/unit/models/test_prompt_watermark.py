@@ -9,7 +9,7 @@ import pytest
 
 from models.assets import sample_data
 from models.extraction import square
-from models.prompt import PromptEnhancer, camera_move, camera_path, repeats
+from models.prompt import EnhancedPrompt, PromptEnhancer, camera_move, camera_path, repeats
 from models.video import encode_mp4, read_image, read_mp4_metadata, read_video
 from models.watermark import detect, embed, provenance_of, provenance_tags, servable_frames
 
@@ -43,12 +43,23 @@ def test_the_lm_rewrites_deterministically_with_the_motion_context(enhancer):
                              0.01)
     assert first == again and first.source == "lm", first
     assert 3 <= len(first.text.split()) <= 60 and first.camera_move == "pan_left"
+    # the LM rewrites the user's words only (serving runs it beside motion extraction); the
+    # motion context is appended in the curated captions' words
+    rewritten = enhancer.rewrite("a knight on a beach, camera pans left")
+    assert first.text == f"{rewritten.text.rstrip('.')}; a person waving the right hand, " \
+                         "moderate motion"
+
+
+def test_an_empty_prompt_needs_no_lm(enhancer):
+    out = enhancer.rewrite("  \n ")
+    assert out == EnhancedPrompt("", "static", "empty prompt")
+    assert enhancer.enhance("", "walking", 0.001).text == "a person walking, subtle motion"
 
 
 def test_a_prompt_that_made_the_lm_loop_now_gets_a_sentence(enhancer):
     """Greedy decoding without a repeat penalty answers this one with "… a small island, a
     small island, …" until the token budget (the enhancer then served its template)."""
-    out = enhancer.enhance("a person", "standing still", 0.005)
+    out = enhancer.rewrite("a person")
     assert out.source == "lm", out
     assert not repeats(out.text) and out.text.endswith((".", "!", "?"))
 
