@@ -11,14 +11,18 @@ what to do. Frames are always uint8 RGB: a clip is (T, H, W, 3), an image (H, W,
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -121,8 +125,8 @@ class VideoLimits:
     max_frames: int = 4000
     max_bytes: int = 512 * 1024**2  # also for images
     max_duration_s: float = 600.0
-    # Open untrusted videos first in a child process (~0.3 s): decord crashes the process on
-    # some damaged files. Off for trusted inputs (e.g. curation of known-good clips).
+    # Open untrusted videos first in a child process (kept between probes): decord crashes
+    # the process on some damaged files. Off for trusted inputs (e.g. curation of known-good clips).
     isolate_probe: bool = True
     probe_timeout_s: float = 30.0
 
@@ -343,36 +347,105 @@ def _decord_open(path: str) -> tuple[decord.VideoReader, dict]:
                     "width": int(width), "height": int(height)}
 
 
-def _probe_child(path: str) -> None:
-    """Entry point of the isolated probe: prints the header, or decord's error, as JSON."""
-    try:
-        print(json.dumps({"header": _decord_open(path)[1]}))
-    except _DECORD_ERRORS as err:
-        print(json.dumps({"error": _decord_reason(err)}))
+def _probe_worker_main() -> None:
+    """The isolated probe's child: for each JSON path on stdin, one JSON line on stdout with
+    the header decord reads, or decord's error."""
+    for line in sys.stdin:
+        try:
+            answer = {"header": _decord_open(json.loads(line))[1]}
+        except _DECORD_ERRORS as err:
+            answer = {"error": _decord_reason(err)}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
 
 
-def _isolated_probe(path: Path, name: str, timeout_s: float) -> dict:
-    """The header decord reads from this file, found in a child process: decord kills the
-    whole process on some damaged files (an AVI header claiming billions of frames ends in
-    std::bad_alloc, some broken MP4 headers segfault), which must cost a child, not a server."""
-    # -I and an explicit path: the child must import this very package, whatever the cwd.
-    code = (f"import sys; sys.path.insert(0, {str(_PACKAGE_ROOT)!r}); "
-            "from models.video import _probe_child; _probe_child(sys.argv[1])")
-    try:
-        done = subprocess.run([sys.executable, "-I", "-c", code, str(path)],
-                              capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as err:
-        raise CorruptVideo(f"{name} could not be opened within {timeout_s:g} s (damaged "
-                           f"files can make the decoder hang): {_REENCODE}") from err
-    if done.returncode < 0:  # killed by a signal: the decoder crashed on this input
-        signame = signal.Signals(-done.returncode).name
-        raise CorruptVideo(f"{name} is corrupt: it crashes the decoder ({signame}): {_REENCODE}")
-    if done.returncode > 0:  # the probe itself failed: not the input's fault
-        raise RuntimeError(f"the isolated video probe failed: {done.stderr.strip()[-2000:]}")
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
-    if "error" in answer:
-        raise _open_error(name, answer["error"])
-    return answer["header"]
+class _ProbeWorker:
+    """The child process that opens untrusted videos first: decord kills the whole process on
+    some damaged files (an AVI header claiming billions of frames ends in std::bad_alloc, some
+    broken MP4 headers segfault), which must cost a child, not a server. The child is kept
+    between probes: starting a Python child per upload cost ~0.3 s of every request (its
+    imports), a kept one answers in milliseconds. A probe that crashes it or runs past its
+    timeout costs the child, and the next probe starts a new one."""
+
+    RESTART_EVERY = 1000  # probes: bounds whatever decord might leak in the child
+
+    def __init__(self):
+        self._proc: subprocess.Popen | None = None
+        self._owner = 0  # the pid that started it: a forked copy of this object starts its own
+        self._probes = 0
+        self._lock = threading.Lock()
+
+    def probe(self, path: Path, name: str, timeout_s: float) -> dict:
+        with self._lock:
+            deadline = time.monotonic() + timeout_s
+            proc = self._running()
+            self._probes += 1
+            try:
+                proc.stdin.write(json.dumps(str(path)).encode() + b"\n")
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass  # it died: read_line sees the end of its output
+            line = self._read_line(proc, deadline)
+            if line is None:
+                self.stop()
+                raise CorruptVideo(f"{name} could not be opened within {timeout_s:g} s "
+                                   f"(damaged files can make the decoder hang): {_REENCODE}")
+            if not line:  # the child is gone
+                code, errors = proc.wait(), self._errors()
+                self.stop()
+                if code < 0:  # killed by a signal: the decoder crashed on this input
+                    signame = signal.Signals(-code).name
+                    raise CorruptVideo(f"{name} is corrupt: it crashes the decoder ({signame}): "
+                                       f"{_REENCODE}")
+                raise RuntimeError(f"the isolated video probe failed: {errors}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise _open_error(name, answer["error"])
+        return answer["header"]
+
+    def _running(self) -> subprocess.Popen:
+        if (self._proc is not None and self._owner == os.getpid()
+                and self._proc.poll() is None and self._probes < self.RESTART_EVERY):
+            return self._proc
+        self.stop()
+        # -I and an explicit path: the child must import this very package, whatever the cwd
+        code = (f"import sys; sys.path.insert(0, {str(_PACKAGE_ROOT)!r}); "
+                "from models.video import _probe_worker_main; _probe_worker_main()")
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
+        self._proc = subprocess.Popen([sys.executable, "-I", "-c", code], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr)
+        self._owner, self._probes = os.getpid(), 0
+        return self._proc
+
+    @staticmethod
+    def _read_line(proc: subprocess.Popen, deadline: float) -> bytes | None:
+        """One line of the child's output; b"" if it ended, None past the deadline."""
+        fd, line = proc.stdout.fileno(), b""
+        while not line.endswith(b"\n"):
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b""
+            line += chunk
+        return line
+
+    def _errors(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip()[-2000:]
+
+    def stop(self) -> None:
+        if self._proc is not None and self._owner == os.getpid():
+            self._proc.kill()
+            self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stdout, self._stderr):
+                pipe.close()
+        self._proc = None
+
+
+_PROBE = _ProbeWorker()
+atexit.register(_PROBE.stop)
 
 
 def _open_error(name: str, reason: str) -> VideoError:
@@ -391,7 +464,7 @@ def _open_video(src: Source, limits: VideoLimits | None, label: str
     with _as_file(media) as path:
         if limits is not None and limits.isolate_probe:
             # limits first: decord allocates per frame the header claims when it opens a file
-            _checked_info(media.name, _isolated_probe(path, media.name, limits.probe_timeout_s),
+            _checked_info(media.name, _PROBE.probe(path, media.name, limits.probe_timeout_s),
                           limits)
         try:
             reader, header = _decord_open(str(path))

@@ -325,9 +325,18 @@ def decoder_killer() -> bytes:
     return bytes(data)
 
 
-def test_decoder_crash_is_contained(decoder_killer):
+def test_decoder_crash_is_contained(decoder_killer, clip_bytes):
+    from models.video import _PROBE
+
+    read_video(clip_bytes)
+    child = _PROBE._proc.pid
+    read_video(clip_bytes)
+    assert _PROBE._proc.pid == child  # kept between probes: no Python start per upload
     with raises(CorruptVideo, "crashes the decoder (SIGABRT)", "re-export it"):
         read_video(decoder_killer)
+    assert _PROBE._proc is None  # the crash cost the child ...
+    assert len(read_video(clip_bytes).frames) == T  # ... and the next upload gets a new one
+    assert _PROBE._proc.pid != child
 
 
 def test_a_hanging_probe_is_stopped(clip_path):
