@@ -4,15 +4,17 @@ process, on the same inputs (a real photo, 17 frames of vtest.avi: one window). 
 request has a prompt of its own, so the enhancer's cache of seen prompts never answers.
 
     triton      the SDK over gRPC to `motion_control` (BLS over the four models), at
-                concurrency 1, 2 and 4: throughput and p50/p99 latency
+                concurrency 1 (12 requests, with Triton's own split by model), 2 and 4:
+                throughput and p50/p99 latency
     in-process  `serving.inprocess.InProcessAnimator`: the same stages (decode and checks,
                 MediaPipe, identity, SmolLM2, sampling, watermark, mp4) in one process,
                 one request at a time: Triton's overhead is triton p50 / this p50
     pipeline    `MotionControlPipeline.__call__` on the decoded inputs (decode included):
                 the model path alone, without prompt enhancer, watermark and mp4
 
-The three single-request paths run in turn, round after round, so that they share the load
-of this shared machine; concurrency 2 and 4 follow.
+For the overhead, the in-process, pipeline and Triton paths run in turn, round after round
+(`triton_interleaved`), so that they share the load of this shared machine; the latency
+runs at concurrency 1, 2 and 4 follow, with nothing else running in this process.
 
 Every process uses one torch thread (MC_SERVE__TORCH_THREADS), as the server does.
 """
@@ -45,14 +47,16 @@ SUBJECTS = ("a person", "a dancer in a red dress", "an old man with a cane", "a 
 SCENES = ("walking in the street, the camera pans left", "on a beach at sunset",
           "in a busy office", "on a rainy night, the camera zooms in", "in a forest clearing",
           "on a theatre stage")
+STYLES = ("", ", filmed in black and white")
 _prompts = itertools.count()
 
 
 def next_prompt() -> str:
-    """A prompt no request has had before (36 of them; ~34 requests are made)."""
+    """A prompt no request has had before (72 of them; ~50 requests are made)."""
     i = next(_prompts)
-    return f"{SUBJECTS[i % len(SUBJECTS)]} {SCENES[i // len(SUBJECTS) % len(SCENES)]}"
-CONCURRENCY = {1: REPEATS, 2: 6, 4: 8}  # concurrency -> requests measured
+    return (f"{SUBJECTS[i % len(SUBJECTS)]} {SCENES[i // len(SUBJECTS) % len(SCENES)]}"
+            f"{STYLES[i // (len(SUBJECTS) * len(SCENES)) % len(STYLES)]}")
+CONCURRENCY = {1: 12, 2: 6, 4: 8}  # concurrency -> requests measured
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -142,21 +146,20 @@ def test_bench_serving(served):
     with TritonServer(settings, repository) as server:
         startup = time.perf_counter() - start
         client = MotionControlClient(server.grpc_url, settings=settings)
-        before = model_stats(client)
         results = measure_interleaved({
             "pipeline": pipeline_call,
             "in_process": lambda: animator(*args, next_prompt(), seed=0),
-            "triton_c1": lambda: client.animate(*args, next_prompt(), seed=0)})
+            "triton_interleaved": lambda: client.animate(*args, next_prompt(), seed=0)})
         results["in_process"]["stage_s"] = animator.timings
-        # Triton's split of the c1 requests (the warm-up round included): the entry's time
-        # holds its children's; the stages that run side by side overlap
-        results["triton_c1"]["stage_s"] = stage_split(before, model_stats(client))
-        client.close()
         for concurrency, requests in CONCURRENCY.items():
-            if concurrency > 1:
-                results[f"triton_c{concurrency}"] = measure_concurrent(
-                    server.grpc_url, settings, args, concurrency, requests)
-    triton = results["triton_c1"]["p50_s"]
+            before = model_stats(client)
+            results[f"triton_c{concurrency}"] = measure_concurrent(
+                server.grpc_url, settings, args, concurrency, requests)
+            if concurrency == 1:  # Triton's split (its warm-up request included): the
+                # entry's time holds its children's; the stages side by side overlap
+                results["triton_c1"]["stage_s"] = stage_split(before, model_stats(client))
+        client.close()
+    triton = results["triton_interleaved"]["p50_s"]
     results["ratio_p50_triton_vs_in_process"] = triton / results["in_process"]["p50_s"]
     results["ratio_p50_triton_vs_pipeline"] = triton / results["pipeline"]["p50_s"]
     results["server_startup_s"] = startup
@@ -174,7 +177,8 @@ def test_bench_serving(served):
     write_report("serving", inputs={
         "model": f"tiny student version {version} (random weights), 64² -> 256² output",
         "reference": "opencv-doc/basketball1.png", "driving": f"vtest.avi, {FRAMES} frames",
-        "prompts": "one of its own per request (SUBJECTS x SCENES)", "torch_threads": settings.serve.torch_threads,
+        "prompts": "one of its own per request (SUBJECTS x SCENES x STYLES)",
+        "torch_threads": settings.serve.torch_threads,
         "concurrency_requests": CONCURRENCY, "cpu_count": os.cpu_count()},
         baseline="InProcessAnimator (the same stages in one process, one request at a time); "
                  "also MotionControlPipeline.__call__ alone", results=results)
