@@ -167,6 +167,10 @@ class ClientSettings(BaseModel):
     client_key: Path | None = Field(default=None, description="PEM key of client_cert")
     token: SecretStr | None = Field(default=None, description="sent as `authorization: Bearer "
                                     "<token>` with every call")
+    # A gateway reads `authorization`. tritonserver's own check (--grpc-restricted-protocol=
+    # <protocols>:<key>=<value>) reads the header `triton-grpc-protocol-<key>`.
+    token_header: str = Field(default="authorization", pattern=r"^[a-z0-9-]+$",
+                              description="the header the bearer token travels in")
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> ClientSettings:

@@ -42,6 +42,9 @@ from serving.limits import check_library, check_prompt, check_seed, check_upload
 from serving.spec import ENTRY, INVALID_MARK, MODELS, STREAM_ENTRY, fault_message
 
 Media = str | os.PathLike | bytes
+# tritonserver's answer (UNAVAILABLE) to a call without the header its
+# --grpc-restricted-protocol asks for: a refused token, not a server that is down
+_TRITON_REFUSED = "This protocol is restricted"
 
 
 class ServerError(MotionControlError):
@@ -120,7 +123,7 @@ class MotionControlClient:
         self.timeout_s = timeout_s or self.serve.request_timeout_s
         self.retries = retries
         self.max_message = self.serve.max_message_mb * 1024**2
-        self.headers = ({"authorization": f"Bearer {reach.token.get_secret_value()}"}
+        self.headers = ({reach.token_header: f"Bearer {reach.token.get_secret_value()}"}
                         if reach.token else None)
         self._grpc = grpcclient
         self.client = grpcclient.InferenceServerClient(
@@ -137,7 +140,8 @@ class MotionControlClient:
                 return fn()
             except InferenceServerException as exc:
                 status = str(exc.status() or "")
-                if "UNAVAILABLE" in status and attempt < self.retries:
+                refused = _TRITON_REFUSED in (exc.message() or "")  # UNAVAILABLE too
+                if "UNAVAILABLE" in status and not refused and attempt < self.retries:
                     time.sleep(0.5 * 2**attempt)
                     continue
                 raise self._translate(exc, what) from None
@@ -145,6 +149,10 @@ class MotionControlClient:
     def _translate(self, exc, what: str) -> Exception:
         """The error a user can act on, from tritonclient's InferenceServerException."""
         status, message = str(exc.status() or ""), exc.message() or ""
+        if _TRITON_REFUSED in message:
+            return ServerError(f"{self.url} refused the call: set MC_CLIENT__TOKEN to the token "
+                               f"its --grpc-restricted-protocol expects, and "
+                               f"MC_CLIENT__TOKEN_HEADER to the header it names ({message})")
         if "UNAVAILABLE" in status:
             return ServiceUnavailable(
                 f"no MotionControl server at {self.url} ({what}): start one with "
