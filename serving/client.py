@@ -33,6 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+# The client forks ffmpeg (write_mp4) while a stream's gRPC threads are busy. gRPC core's fork
+# handlers then skip ("Other threads are currently calling into gRPC") and once left the
+# process's poller with a closed descriptor and the ffmpeg pipe broken. Nothing here uses gRPC
+# across a fork, so they stay off (read when gRPC first loads; a caller's own choice wins).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from flows.errors import MotionControlError, ServiceUnavailable
 from flows.settings import ClientSettings, ServeSettings, Settings, get_settings
 from models.errors import InvalidInput

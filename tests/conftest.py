@@ -7,6 +7,9 @@ import socket
 
 import pytest
 
+# as serving/client.py sets it for its users, before anything in this process loads gRPC
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from flows.settings import get_settings
 
 # Environment that would leak the developer's own services or credentials into tests.
