@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -440,7 +440,8 @@ class _ProbeWorker:
             self._proc.kill()
             self._proc.wait()
             for pipe in (self._proc.stdin, self._proc.stdout, self._stderr):
-                pipe.close()
+                with suppress(OSError):  # stdin's unsent path: a broken pipe
+                    pipe.close()
         self._proc = None
 
 
