@@ -139,7 +139,7 @@ class PromptEnhancer:
         if self.model is None:
             return EnhancedPrompt(plain, move, f"fallback ({self.load_error or 'no LM'})")
         try:
-            text = self._rewrite(plain)
+            text = self._generate(plain)
         except Exception as exc:  # noqa: BLE001 - a failed generation must not fail the request
             return EnhancedPrompt(plain, move, f"fallback ({type(exc).__name__})")
         problem = self._unusable(text)
@@ -153,7 +153,7 @@ class PromptEnhancer:
         return EnhancedPrompt(motion_caption(rewritten.text, action_phrase, intensity),
                               rewritten.camera_move, rewritten.source)
 
-    def _rewrite(self, prompt: str) -> str:
+    def _generate(self, prompt: str) -> str:
         messages = [{"role": "system", "content": SYSTEM},
                     {"role": "user", "content": f"Prompt: {prompt}"}]
         with self._lock:

@@ -149,7 +149,7 @@ class LatentVAE(nn.Module):
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latents from the diffusion model -> pixels in [-1, 1] (float32)."""
-        return self.decode(self.denormalize_latents(z)).float().clamp(-1.0, 1.0)
+        return self.decode(self.denormalize_latents(z)).clamp(-1.0, 1.0)  # decode: float32
 
     def decoding_modules(self) -> list[nn.Module]:
         """The modules `decode` runs, which `set_decode_dtype` casts."""

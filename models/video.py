@@ -371,6 +371,7 @@ class _ProbeWorker:
 
     def __init__(self):
         self._proc: subprocess.Popen | None = None
+        self._stderr = None  # the child's stderr, a temporary file read when it fails
         self._owner = 0  # the pid that started it: a forked copy of this object starts its own
         self._probes = 0
         self._lock = threading.Lock()

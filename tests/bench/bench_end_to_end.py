@@ -13,8 +13,9 @@ each served model process. Target (issue "Serving for real clients"): student >=
 end to end at `small` shapes.
 
     MC_BENCH_E2E_PROFILES=tiny (default) or tiny,small: at `small` shapes one DiT forward
-    takes 5-6 s and one VAE decode 92-104 s on this CPU (2 threads, quiet), the whole run
-    32 min (MC_BENCH_THREADS=2; one thread under load: several times that).
+    takes 5-6 s and one VAE decode ~50 s in bfloat16 (92-104 s in float32) on this CPU
+    (2 threads, quiet), the whole run ~30 min (MC_BENCH_THREADS=2; one thread under load:
+    several times that).
     MC_BENCH_E2E_METHODS=naive_teacher,student skips the dual-branch teacher (11 min at
     `small`). MC_BENCH_THREADS sets torch's threads, MC_BENCH_DEVICE the device (default: the GPU if
     there is one), MC_BENCH_DECODE_DTYPE the decode precision (default auto, as serving's
