@@ -1,7 +1,7 @@
 """Samples logged during training: the generated clip (mp4), a reference | driving | pose |
 generated | ground-truth strip (an MLflow image with the step, key `samples`), and the learning
 curve: SSIM and pose PCK of the held-out batch against its ground truth, with the static
-reference's beside them (the line a model must get above)."""
+reference's and the thin-plate-spline warp's beside them (the lines a model must get above)."""
 
 from __future__ import annotations
 
@@ -40,15 +40,22 @@ def curve_metrics(generated: np.ndarray, truth: np.ndarray, batch: dict,
                   size: int) -> dict[str, float]:
     """SSIM and pose PCK (MediaPipe) of a generated batch (B, T, H, W, 3) against its ground
     truth (the batch's frames at `size`), and the same for the static reference (the still
-    photo repeated)."""
-    from models.baselines import static_reference
+    photo repeated) and, where the batch has the references' keypoints, their TPS warp to
+    the target pose (`tps_*`)."""
+    from models.baselines import static_reference, tps_warp
     from models.metrics import pose_pck
     from models.motion import HolisticExtractor
 
-    still = [static_reference(np.asarray(r), truth.shape[1], size) for r in batch["reference"]]
+    frames = truth.shape[1]
+    baselines = {"static": [static_reference(np.asarray(r), frames, size)
+                            for r in batch["reference"]]}
+    if batch.get("reference_keypoints") is not None:
+        baselines["tps"] = [tps_warp(np.asarray(r), np.asarray(rk), np.asarray(k), size)
+                            for r, rk, k in zip(batch["reference"], batch["reference_keypoints"],
+                                                batch["keypoints"], strict=True)]
     out = {}
     with HolisticExtractor() as extractor:
-        for name, clips in (("sample", generated), ("static", still)):
+        for name, clips in (("sample", generated), *baselines.items()):
             out[f"{name}_ssim"] = float(np.mean([ssim(c, t) for c, t in
                                                  zip(clips, truth, strict=True)]))
             out[f"{name}_pose_pck"] = float(np.nanmean([

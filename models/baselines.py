@@ -60,7 +60,9 @@ def _fit_tps(src: np.ndarray, dst: np.ndarray):
     coef = np.linalg.lstsq(system, rhs, rcond=None)[0]
 
     def f(points: np.ndarray) -> np.ndarray:
-        basis = _tps_kernel(((points[:, None] - src[None]) ** 2).sum(-1))
+        # squared distances as |p|² + |s|² - 2 p·s: one matmul, not an (M, N, 2) array
+        d2 = (points ** 2).sum(1)[:, None] + (src ** 2).sum(1)[None] - 2 * points @ src.T
+        basis = _tps_kernel(np.maximum(d2, 0.0))
         return basis @ coef[:n] + np.hstack([np.ones((len(points), 1)), points]) @ coef[n:]
 
     return f

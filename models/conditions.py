@@ -27,7 +27,7 @@ from torch import Tensor
 
 from models.errors import InvalidInput
 from models.extraction import reference_identity
-from models.frames import resize_frames
+from models.frames import resize_frames, to_pixels
 
 if TYPE_CHECKING:
     from models.dit import DiTConfig
@@ -61,8 +61,9 @@ class Conditions:
     action_embedding: Tensor  # (B, 384) MiniLM pooled embedding of the action phrase
     motion_intensity: Tensor  # (B,)
     camera: Tensor  # (B, T, 3) pan_x, pan_y, zoom
-    # (B, C, T', h, w): the reference image held still for the clip's T frames, through the
-    # VAE; the clip a model with `reference_skip` starts from (the static baseline)
+    # (B, C, T', h, w): the clip a model with `reference_skip` starts from, through the VAE:
+    # the reference held still for the clip's T frames (the static baseline), or warped to
+    # the target pose (`DiTConfig.reference_prior`)
     still_latents: Tensor | None = None
     anchor_latents: Tensor | None = None  # (B, C, T', h, w): given latent frames
     anchor_mask: Tensor | None = None  # (B, T') bool, which latent frames are given
@@ -215,7 +216,8 @@ def _face_codes(kps: np.ndarray, aspect: float) -> np.ndarray:
 
 
 def prepare_batch(batch: dict, *, text: TextEncoder, size: int, max_text_len: int = 32,
-                  pad_text: bool = False, motion: bool = False) -> dict[str, np.ndarray]:
+                  pad_text: bool = False, motion: bool = False, warp: bool = False
+                  ) -> dict[str, np.ndarray]:
     """Everything the conditions need but the VAE, as arrays on the CPU: the half of
     `build_conditions` that training runs in its DataLoader workers (`PrepareConditions`),
     so the training step is the model's forward and backward.
@@ -227,7 +229,9 @@ def prepare_batch(batch: dict, *, text: TextEncoder, size: int, max_text_len: in
     optional `subject_library` (B, K, H, W, 3) uint8 with `subject_mask` (B, K), optional
     `identity_embedding`: B precomputed `reference_identity` results.
     pad_text: pad the caption tokens to `max_text_len` (examples of one length collate);
-    motion: add the target's optical-flow magnitude (the region-aware loss's weights).
+    motion: add the target's optical-flow magnitude (the region-aware loss's weights);
+    warp: add the reference warped to the target pose (`warped`, (B, T, size, size, 3)
+    uint8), which needs `reference_keypoints` (B, 133, 4), normalised like `keypoints`.
     """
     missing = {"keypoints", "reference", "caption", "action_phrase", "motion_intensity"} \
         - batch.keys()
@@ -290,6 +294,9 @@ def prepare_batch(batch: dict, *, text: TextEncoder, size: int, max_text_len: in
         "motion_intensity": _numpy(batch["motion_intensity"]).astype(np.float32).reshape(b),
         "camera": camera,
     }
+    if warp:
+        prepared["warped"] = _warped(prepared["reference"], batch.get("reference_keypoints"),
+                                     kps)
     if "frames" in batch:
         prepared["frames"] = resize_frames(_numpy(batch["frames"]), size)
         if motion:
@@ -300,13 +307,30 @@ def prepare_batch(batch: dict, *, text: TextEncoder, size: int, max_text_len: in
     return prepared
 
 
+def _warped(references: np.ndarray, reference_keypoints, keypoints: np.ndarray) -> np.ndarray:
+    """(B, T, size, size, 3): each (size²) reference thin-plate-spline-warped to its (T, 133,
+    4) target keypoints (models.baselines.tps_warp), the prior of a `warp` skip model."""
+    from models.baselines import tps_warp
+
+    if reference_keypoints is None:
+        raise InvalidInput("a model that starts from the warped reference needs the "
+                           "reference's keypoints (batch['reference_keypoints'], (B, 133, 4))")
+    ref_kps = _numpy(reference_keypoints).astype(np.float32)
+    if ref_kps.shape != (len(references), 133, 4):
+        raise InvalidInput(f"reference_keypoints must be ({len(references)}, 133, 4), got "
+                           f"{ref_kps.shape}")
+    size = references.shape[1]
+    return np.stack([tps_warp(ref, r, k, size)
+                     for ref, r, k in zip(references, ref_kps, keypoints, strict=True)])
+
+
 def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Tensor], Tensor],
                              device, still: bool = False) -> Conditions:
     """The Conditions of a `prepare_batch` result (or a collated batch of them), the
     reference (+ library) images encoded by the VAE: the half of `build_conditions` that
-    runs where the model does. still: also encode the reference held still for the clip's
-    frames (`still_latents`, a whole clip through the VAE), which only a model with
-    `reference_skip` reads."""
+    runs where the model does. still: also encode the clip a model with `reference_skip`
+    starts from (`still_latents`, a whole clip through the VAE): the reference warped to the
+    pose where `prepared` has it (`warped`), else the reference held still."""
     def tensor(name: str, dtype=torch.float32) -> Tensor:
         return torch.as_tensor(np.asarray(prepared[name])).to(device, dtype)
 
@@ -317,8 +341,14 @@ def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Ten
     frames = prepared["body_maps"].shape[2]
     with torch.no_grad():
         latents = encode_latents(torch.cat([ref_pixels, lib_pixels]).to(device)[:, :, None])
-        still_latents = encode_latents(ref_pixels.to(device)[:, :, None].expand(
-            -1, -1, frames, -1, -1)).to(device) if still else None
+        if not still:
+            still_latents = None
+        elif "warped" in prepared:
+            warped = torch.as_tensor(np.asarray(prepared["warped"]))
+            still_latents = encode_latents(to_pixels(warped, size).to(device)).to(device)
+        else:
+            still_latents = encode_latents(ref_pixels.to(device)[:, :, None].expand(
+                -1, -1, frames, -1, -1)).to(device)
     latents = torch.cat([latents[:b], latents[b:].unflatten(0, (b, k)).transpose(1, 2)
                          .flatten(2, 3)], 2) if k else latents[:b]
     # Examples padded to one text length: keep the columns some caption uses.
@@ -344,12 +374,13 @@ def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Ten
 
 def build_conditions(batch: dict, *, encode_latents: Callable[[Tensor], Tensor],
                      text: TextEncoder, size: int, device, max_text_len: int = 32,
-                     still: bool = False) -> Conditions:
+                     still: bool = False, warp: bool = False) -> Conditions:
     """Conditions of a collated dataset batch (`prepare_batch` says what it holds), in one
     call: serving and sampling use this. encode_latents: (N, 3, T, H, W) video in [-1, 1] ->
     latents (the VAE), run without gradients. text: a `models.text.TextEncoder`. size: the
-    clip's side in pixels."""
-    prepared = prepare_batch(batch, text=text, size=size, max_text_len=max_text_len)
+    clip's side in pixels. still / warp: the prior clip of a `reference_skip` model."""
+    prepared = prepare_batch(batch, text=text, size=size, max_text_len=max_text_len,
+                             warp=warp)
     return conditions_from_prepared(prepared, encode_latents=encode_latents, device=device,
                                     still=still)
 
@@ -362,9 +393,10 @@ class PrepareConditions:
     (`text_dir`, models.text.TextEncoder's folder; None: MiniLM) loads once per worker, on
     first use."""
 
-    def __init__(self, size: int, *, motion: bool = False, max_text_len: int = 32,
-                 cache_bytes: int = 1 << 30, text_dir: str | Path | None = None):
-        self.size, self.motion, self.max_text_len = size, motion, max_text_len
+    def __init__(self, size: int, *, motion: bool = False, warp: bool = False,
+                 max_text_len: int = 32, cache_bytes: int = 1 << 30,
+                 text_dir: str | Path | None = None):
+        self.size, self.motion, self.warp, self.max_text_len = size, motion, warp, max_text_len
         self.text_dir = text_dir
         self.cache_bytes, self.bytes = cache_bytes, 0
         self._cache: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
@@ -396,7 +428,7 @@ class PrepareConditions:
                for k, v in example.items() if k not in ("drop", PREPARED)}
         prepared = prepare_batch(one, text=self._text, size=self.size,
                                  max_text_len=self.max_text_len, pad_text=True,
-                                 motion=self.motion)
+                                 motion=self.motion, warp=self.warp)
         return {k: v[0] for k, v in prepared.items()}
 
 

@@ -92,9 +92,17 @@ class DiTConfig:
     # shrink with t (at small t the estimate follows x_t), as with a velocity head.
     reference_skip: bool = False
     still_sigma: float = 0.5
+    # What the estimate starts from: "still", the reference repeated (the static baseline),
+    # or "warp", the reference thin-plate-spline-warped to the target pose frame by frame
+    # (models.baselines.tps_warp): the figure is already where the pose puts it, and the
+    # network corrects what one smooth warp cannot draw (folds, occlusions).
+    reference_prior: str = "still"
     min_time: float = 0.05  # t is clamped here where the estimate is turned into a velocity
 
     def __post_init__(self):
+        if self.reference_prior not in ("still", "warp"):
+            raise InvalidInput(f"reference_prior must be 'still' or 'warp', got "
+                               f"{self.reference_prior!r}")
         if self.dim % self.heads or (self.dim // self.heads) % 2 or self.dim // self.heads < 6:
             raise InvalidInput(f"dim {self.dim} must split into {self.heads} even heads of "
                                "at least 6 channels (3D RoPE)")
@@ -429,9 +437,13 @@ class MotionDiT(nn.Module):
         if not c.reference_skip:
             return out
 
-        # 8. The clean-clip estimate around the still reference, as a velocity. Without a
-        #    reference (dropped for guidance) the prior is the latents' own: 0 and spread 1.
+        # 8. The clean-clip estimate around the prior clip, as a velocity. Without a
+        #    reference (dropped for guidance) the still prior is the latents' own: 0 and
+        #    spread 1. The warped one stays, as the pose maps do: it is where the pose puts
+        #    the figure, and guidance then extrapolates the network's corrections only.
         dropped = drop["reference"][:, None, None, None, None]
+        if c.reference_prior == "warp":
+            dropped = torch.zeros_like(dropped)
         still = torch.where(dropped, 0.0, cond.still_latents)
         sigma = torch.where(dropped, 1.0, c.still_sigma).to(dtype)
         tt = t.to(dtype).view(-1, 1, 1, 1, 1)

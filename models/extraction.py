@@ -75,6 +75,7 @@ class DrivingMotion:
     driver: np.ndarray  # (T, 133, 4) float32, the driver in its square crop (expressions)
     intensity: float  # optical-flow motion intensity (or the caller's override)
     action_phrase: str  # "walking", "waving the right hand", ... ("moving" when unsure)
+    reference: np.ndarray | None = None  # (133, 4) float32, the reference's own (square)
 
 
 @dataclass
@@ -138,7 +139,8 @@ def extract_motion(reference: np.ndarray, driving: np.ndarray, *, size: int,
     else:
         intensity = float(motion_intensity_override)
     phrase = action_phrase_from_keypoints(pose, thresholds) or "moving"
-    return DrivingMotion(pose, driver.astype(np.float32), float(intensity), phrase)
+    return DrivingMotion(pose, driver.astype(np.float32), float(intensity), phrase,
+                         ref_kps.astype(np.float32))
 
 
 def reference_identity_of(reference: np.ndarray, subject_library: list[np.ndarray] | None,

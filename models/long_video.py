@@ -176,7 +176,8 @@ def stream_long(pipeline: MotionControlPipeline, identity: ReferenceIdentity,
 
     def conditions(pose, driver, cam):
         return pipeline.conditions(identity, pose, driver, caption, motion.action_phrase,
-                                   motion.intensity, camera=cam)
+                                   motion.intensity, camera=cam,
+                                   reference_pose=motion.reference)
 
     kf = list(plan.keyframes)
     keyframe_calls = range(0, len(kf), window_batch)

@@ -144,14 +144,16 @@ class LatentObjective:
         self.steps, self.guidance, self.shift = steps, guidance, shift
         self.latents = FrozenLatents(self.vae)
 
-    def prepare(self, batch: dict, still: bool = False) -> LatentBatch:
-        """Clean latents, conditions and condition-dropout masks of a dataset batch; still:
-        with the reference held still through the VAE (`reads_still` of the model)."""
+    def prepare(self, batch: dict, prior: str | None = None) -> LatentBatch:
+        """Clean latents, conditions and condition-dropout masks of a dataset batch; prior:
+        with the clip a skip model starts from, the reference held "still" or "warp"ed to
+        the pose, through the VAE (`skip_prior` of the model)."""
         prepared = batch.get(PREPARED) or prepare_batch(batch, text=self.text, size=self.size,
-                                                       motion=self.wants_motion)
+                                                       motion=self.wants_motion,
+                                                       warp=prior == "warp")
         x0 = self.latents(to_pixels(prepared["frames"], self.size).to(self.device))
         cond = conditions_from_prepared(prepared, encode_latents=self.latents,
-                                        device=self.device, still=still)
+                                        device=self.device, still=prior is not None)
         motion = prepared.get("motion")
         return LatentBatch(x0, cond, drop_masks(batch, self.device),
                            None if motion is None else torch.as_tensor(motion))
@@ -178,7 +180,7 @@ class LatentObjective:
         return float(np.mean(losses)) if losses else float("nan")
 
     def sample(self, model: nn.Module, batch: dict, *, seed: int = 0) -> np.ndarray:
-        x0, cond, _, _ = self.prepare(batch, still=reads_still(model))
+        x0, cond, _, _ = self.prepare(batch, prior=skip_prior(model))
         with _evaluating(model):
             latents = FlowMatchSampler(shift=self.shift).sample(
                 model, cond, x0.shape, steps=self.steps, guidance=self.guidance,
@@ -206,7 +208,7 @@ class FlowMatchingObjective(LatentObjective):
         return self.region_alpha > 0
 
     def loss_at(self, model, batch, *, t, noise, generator, step):
-        x0, cond, drop, motion = self.prepare(batch, still=reads_still(model))
+        x0, cond, drop, motion = self.prepare(batch, prior=skip_prior(model))
         b = x0.shape[0]
         t = (t if t is not None else sample_timesteps(b, generator, self.shift)).to(self.device)
         if noise is None:
@@ -256,14 +258,15 @@ class DistillationObjective(LatentObjective):
         self.distill = distill
 
     def loss_at(self, model, batch, *, t, noise, generator, step):
-        x0, cond, _, _ = self.prepare(batch, still=reads_still(model))
+        x0, cond, _, _ = self.prepare(batch, prior=skip_prior(model))
         return self.distill(model, x0, cond, generator=generator, fixed_t=t, noise=noise)
 
 
-def reads_still(model: nn.Module) -> bool:
-    """Whether the model (a MotionDiT, possibly wrapped) reads cond.still_latents."""
+def skip_prior(model: nn.Module) -> str | None:
+    """What the model (a MotionDiT, possibly wrapped) reads as cond.still_latents: None
+    (nothing), "still" or "warp" (DiTConfig.reference_prior)."""
     config = getattr(_unwrap(model), "config", None)
-    return bool(getattr(config, "reference_skip", False))
+    return config.reference_prior if getattr(config, "reference_skip", False) else None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -77,7 +77,8 @@ class MotionControlPipeline:
         identity = reference_identity_of(reference, subject_library, self.size)
         caption = prompt or f"a person {motion.action_phrase}"
         cond = self.conditions(identity, motion.pose[None], motion.driver[None], caption,
-                               motion.action_phrase, motion.intensity)
+                               motion.action_phrase, motion.intensity,
+                               reference_pose=motion.reference)
         timings["identity_and_conditions"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -90,10 +91,13 @@ class MotionControlPipeline:
 
     def conditions(self, identity: ReferenceIdentity, pose: np.ndarray, driver: np.ndarray,
                    caption: str, action_phrase: str, intensity: float,
-                   camera: np.ndarray | None = None) -> Conditions:
+                   camera: np.ndarray | None = None, reference_pose: np.ndarray | None = None
+                   ) -> Conditions:
         """Stage 4b: conditions of B clips that share one reference, caption and intensity:
-        pose and driver (B, T, 133, 4), camera (B, T, 3) (None: static)."""
-        b = len(pose)
+        pose and driver (B, T, 133, 4), camera (B, T, 3) (None: static), reference_pose
+        (133, 4): the reference's keypoints, which a model starting from the warped
+        reference needs (`DiTConfig.reference_prior`)."""
+        b, config = len(pose), self.dit.config
         library = identity.library
         batch = {
             "keypoints": pose, "driver_keypoints": driver,
@@ -103,11 +107,15 @@ class MotionControlPipeline:
             "motion_intensity": np.full(b, intensity, np.float32),
             **({"subject_library": np.repeat(library[None], b, 0)} if len(library) else {}),
             **({"camera": camera} if camera is not None else {}),
+            **({"reference_keypoints": np.repeat(reference_pose[None], b, 0)}
+               if reference_pose is not None else {}),
         }
         with torch.no_grad():
             return build_conditions(batch, encode_latents=self.vae.encode_latents,
                                     text=self.text, size=self.size, device=self.device,
-                                    still=self.dit.config.reference_skip)
+                                    still=config.reference_skip,
+                                    warp=config.reference_skip
+                                    and config.reference_prior == "warp")
 
     @property
     def device(self) -> torch.device:

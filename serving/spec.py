@@ -69,6 +69,8 @@ def _t(name: str, dtype: str, *dims: int, optional: bool = False) -> TensorSpec:
 
 
 KEYPOINTS = (-1, 133, 4)
+# the reference's own keypoints: what a model starting from the warped reference warps from
+REFERENCE_KEYPOINTS = _t("REFERENCE_KEYPOINTS", "FP32", 133, 4)
 REFERENCE_IMAGE = _t("REFERENCE_IMAGE", "STRING", 1)
 DRIVING_VIDEO = _t("DRIVING_VIDEO", "STRING", 1)
 SUBJECT_LIBRARY = _t("SUBJECT_LIBRARY", "STRING", -1, optional=True)
@@ -99,7 +101,7 @@ MODELS = {spec.name: spec for spec in (
         "motion_extractor",
         inputs=(REFERENCE_IMAGE, DRIVING_VIDEO),
         outputs=(_t("POSE", "FP32", *KEYPOINTS), _t("DRIVER_KEYPOINTS", "FP32", *KEYPOINTS),
-                 MOTION_INTENSITY, ACTION_PHRASE, FPS),
+                 REFERENCE_KEYPOINTS, MOTION_INTENSITY, ACTION_PHRASE, FPS),
         source="motion_extractor"),  # MediaPipe's legacy solutions run on the CPU
     ModelSpec(
         "identity_encoder",
@@ -115,7 +117,7 @@ MODELS = {spec.name: spec for spec in (
     ModelSpec(
         "student_dit",
         inputs=(_t("POSE", "FP32", *KEYPOINTS), _t("DRIVER_KEYPOINTS", "FP32", *KEYPOINTS),
-                MOTION_INTENSITY, ACTION_PHRASE,
+                REFERENCE_KEYPOINTS, MOTION_INTENSITY, ACTION_PHRASE,
                 _t("REFERENCE", "UINT8", -1, -1, 3), _t("LIBRARY", "UINT8", -1, -1, -1, 3),
                 _t("IDENTITY", "FP32", 128), _t("IDENTITY_VALID", "BOOL", 1),
                 ENHANCED_PROMPT, CAMERA_MOVE, _t("SEED", "INT64", 1)),

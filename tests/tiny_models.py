@@ -106,6 +106,8 @@ def collate(clips, cross: bool = True) -> dict:
         "keypoints": torch.from_numpy(np.stack([c.keypoints for c in clips])),
         "driver_keypoints": torch.from_numpy(np.stack([c.keypoints for c in drivers])),
         "reference": torch.from_numpy(np.stack([c.reference_image for c in clips])),
+        "reference_keypoints": torch.from_numpy(np.stack([c.reference_keypoints
+                                                          for c in clips])),
         "camera": torch.from_numpy(np.stack([
             np.stack([c.camera.pan_x, c.camera.pan_y, c.camera.zoom], 1) for c in clips]
         ).astype(np.float32)),

@@ -173,10 +173,13 @@ class ShardDataset(IterableDataset):
             "driver_key": driver["key"],
             "cross_identity": cross,
             "static": False,
-            "reference": target["references"][rng.randrange(len(target["references"]))],
             "motion_intensity": np.float32(ann.get("motion_intensity", 0.0)),
             **{name: str(ann.get(name, "")) for name in TEXT_FIELDS},
         }
+        pick = rng.randrange(len(target["references"]))
+        example["reference"] = target["references"][pick]
+        if target.get("reference_keypoints") is not None:  # what a warp of it starts from
+            example["reference_keypoints"] = target["reference_keypoints"][pick]
         if target.get("camera") is not None:
             example["camera"] = target["camera"]
         if rng.random() < self.static_prob:

@@ -5,6 +5,7 @@ A sample is a dict:
     frames       (T, H, W, 3) uint8 RGB clip
     keypoints    (T, 133, 4) float32, models.keypoints format
     references   (K, H, W, 3) uint8, K >= 1 reference images of the character
+    reference_keypoints  (K, 133, 4) float32, the references' keypoints, optional
     camera       (T, 3) float32 per-frame camera (pan_x, pan_y, zoom), optional
     annotations  dict: caption, action_phrase, motion_intensity, camera_move, identity_id,
                  motion_id, source, split, scores… (JSON-serialisable)
@@ -31,7 +32,7 @@ import numpy as np
 from models.errors import InvalidInput
 from models.keypoints import validate
 
-ARRAYS = ("frames", "keypoints", "references", "camera")
+ARRAYS = ("frames", "keypoints", "references", "reference_keypoints", "camera")
 
 
 def check_sample(sample: dict) -> dict:
@@ -51,6 +52,10 @@ def check_sample(sample: dict) -> dict:
     kps = validate(sample["keypoints"])
     if len(kps) != len(frames):
         raise InvalidInput(f"{key}: {len(kps)} keypoint frames for {len(frames)} video frames")
+    if sample.get("reference_keypoints") is not None and \
+            len(validate(sample["reference_keypoints"])) != len(refs):
+        raise InvalidInput(f"{key}: reference_keypoints must have one (133, 4) array per "
+                           f"reference ({len(refs)})")
     return sample
 
 

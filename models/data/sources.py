@@ -97,6 +97,7 @@ def _rendered_group(job: SyntheticJob | MocapJob, spec: ClipSpec) -> list[dict]:
             "frames": clip.frames,
             "keypoints": clip.keypoints,
             "references": clip.reference_image[None],
+            "reference_keypoints": clip.reference_keypoints[None],
             "camera": camera.astype(np.float32),
             "annotations": {**annotations, "camera_path": clip.camera.move,
                             "character": clip.character.describe(),
@@ -147,7 +148,8 @@ def extract_keypoints(window: dict, spec: ClipSpec, extractor) -> dict:
         keypoints = None
     frames = _resize_short_side(window["frames"], spec.size)
     return {**window, "frames": frames, "keypoints": keypoints,
-            "references": frames[:1].copy()}
+            "references": frames[:1].copy(),
+            "reference_keypoints": None if keypoints is None else keypoints[:1].copy()}
 
 
 def _resize_short_side(frames: np.ndarray, side: int) -> np.ndarray:

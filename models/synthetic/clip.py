@@ -25,6 +25,7 @@ class SyntheticClip:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     keypoints: np.ndarray  # (T, 133, 4) float32, models.keypoints format
     reference_image: np.ndarray  # (H, W, 3) uint8 RGB: the character, neutral pose
+    reference_keypoints: np.ndarray  # (133, 4) float32: the reference image's keypoints
     camera: CameraPath
     fps: float
     action: str
@@ -80,6 +81,14 @@ def _check_size(size: int) -> None:
                            f"got {size!r}")
 
 
+def _render_with_keypoints(pose: Pose, character: CharacterSpec, framing: Framing,
+                           camera: CameraPath, size: int, canvas: np.ndarray):
+    """(T, size, size, 3) frames and their (T, 133, 4) keypoints."""
+    images, proj = render(pose, character, framing, camera, size, canvas)
+    facing = pose.rotations[:, J["head"], 2, 2]
+    return images, np.concatenate([proj, _confidence(proj, facing)[..., None]], -1)
+
+
 def render_clip(character: CharacterSpec, motion: Motion, *, size: int = 128,
                 frames: int | None = None, fps: float | None = None,
                 camera: CameraPath | str | None = None, seed: int = 0) -> SyntheticClip:
@@ -115,15 +124,14 @@ def render_clip(character: CharacterSpec, motion: Motion, *, size: int = 128,
     framing = framing_for(character)
     pose = _pose(character, motion)
     canvas = background.canvas(character.background, size)
-    images, proj = render(pose, character, framing, camera, size, canvas)
-    facing = pose.rotations[:, J["head"], 2, 2]
-    kps = np.concatenate([proj, _confidence(proj, facing)[..., None]], -1)
-
-    neutral = still()
+    images, kps = _render_with_keypoints(_pose(character, motion), character, framing, camera,
+                                         size, canvas)
     first = CameraPath(camera.pan_x[:1], camera.pan_y[:1], camera.zoom[:1], move=camera.move)
-    reference, _ = render(_pose(character, neutral), character, framing, first, size, canvas)
+    reference, ref_kps = _render_with_keypoints(_pose(character, still()), character, framing,
+                                                first, size, canvas)
     return SyntheticClip(
-        frames=images, keypoints=K.validate(kps), reference_image=reference[0], camera=camera,
+        frames=images, keypoints=K.validate(kps), reference_image=reference[0],
+        reference_keypoints=K.validate(ref_kps)[0], camera=camera,
         fps=motion.fps, action=motion.action, action_phrase=motion.phrase,
         intensity=motion.intensity, identity_id=character.identity_id,
         motion_id=motion.motion_id, joint_angles=motion.angles.astype(np.float32),

@@ -30,6 +30,7 @@ class TritonPythonModel(TritonModel):
         motion = extract_motion(reference, clip.frames, size=self.size,
                                 extractor=self.extractor)
         return {"POSE": motion.pose, "DRIVER_KEYPOINTS": motion.driver,
+                "REFERENCE_KEYPOINTS": motion.reference,
                 "MOTION_INTENSITY": np.array([motion.intensity], np.float32),
                 "ACTION_PHRASE": motion.action_phrase,
                 "FPS": np.array([clip.fps], np.float32)}

@@ -28,7 +28,8 @@ class TritonPythonModel(TritonModel):
     def stream(self, inputs):
         motion = DrivingMotion(inputs["POSE"], inputs["DRIVER_KEYPOINTS"],
                                float(scalar(inputs["MOTION_INTENSITY"])),
-                               text(inputs["ACTION_PHRASE"], "ACTION_PHRASE"))
+                               text(inputs["ACTION_PHRASE"], "ACTION_PHRASE"),
+                               inputs["REFERENCE_KEYPOINTS"])
         valid = bool(scalar(inputs["IDENTITY_VALID"]))
         identity = ReferenceIdentity(inputs["REFERENCE"], inputs["LIBRARY"],
                                      inputs["IDENTITY"].astype(np.float64) if valid else None)

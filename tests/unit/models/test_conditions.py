@@ -141,6 +141,33 @@ def test_subject_library_becomes_reference_frames(text, clips):
     assert cond.subject_mask.tolist() == [[True, False], [True, True]]
 
 
+def test_the_warp_prior_is_the_reference_warped_to_the_target_pose(text, clips):
+    """A `warp` skip model starts from the reference thin-plate-spline-warped to each frame's
+    pose (the TPS baseline) through the VAE; the `still` one from the reference repeated."""
+    from models.baselines import tps_warp
+    from models.frames import to_pixels
+
+    batch = collate(clips)
+    warped = build_conditions(batch, encode_latents=encode, text=text, size=SIZE, device="cpu",
+                              still=True, warp=True)
+    still = build_conditions(batch, encode_latents=encode, text=text, size=SIZE, device="cpu",
+                             still=True)
+    expect = np.stack([tps_warp(c.reference_image, c.reference_keypoints, c.keypoints, SIZE)
+                       for c in clips])
+    torch.testing.assert_close(warped.still_latents, encode(to_pixels(expect, SIZE)))
+    torch.testing.assert_close(still.still_latents, encode(
+        still.reference_pixels[:, :, None].expand(-1, -1, FRAMES, -1, -1)))
+    # the waving arm moves: the warped prior differs from the still one in later frames
+    assert not torch.allclose(warped.still_latents[:, :, -1], still.still_latents[:, :, -1])
+
+    del batch["reference_keypoints"]
+    with pytest.raises(InvalidInput, match="reference's keypoints"):
+        build_conditions(batch, encode_latents=encode, text=text, size=SIZE, device="cpu",
+                         still=True, warp=True)
+    with pytest.raises(InvalidInput, match="reference_prior"):
+        dataclasses.replace(CFG, reference_prior="flow")
+
+
 def test_identity_embedding_is_cached(clips):
     image = clips[0].reference_image
     first = reference_identity(image)

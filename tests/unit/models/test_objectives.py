@@ -167,7 +167,7 @@ def test_worker_prepared_batches_give_the_same_loss_as_raw_ones(objective, batch
              for k, v in _examples(raw)[0].items()}
     assert prepare(again)[PREPARED] is examples[0][PREPARED]
     assert prepare({**again, "driver_key": "other"})[PREPARED] is not examples[0][PREPARED]
-    a, b = objective.prepare(raw, still=True), objective.prepare(prepared, still=True)
+    a, b = objective.prepare(raw, prior="still"), objective.prepare(prepared, prior="still")
     assert a.cond.still_latents.shape == a.x0.shape
     assert objective.prepare(raw).cond.still_latents is None  # a velocity head reads none
     torch.testing.assert_close(a.x0, b.x0)

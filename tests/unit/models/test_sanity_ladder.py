@@ -76,7 +76,7 @@ def latents(clips, text, vae=None, caption: str | None = None) -> tuple[LatentBa
     objective = FlowMatchingObjective(vae, text, SIZE, steps=SAMPLE_STEPS,
                                       guidance=GuidanceConfig(), region_alpha=0.0,
                                       id_weight=0.0, id_every=0)
-    return objective.prepare(batch, still=True), vae  # still: for the skip models
+    return objective.prepare(batch, prior="still"), vae  # the skip models read it
 
 
 def trained(data: LatentBatch, *, skip: bool, steps: int) -> MotionDiT:
