@@ -310,7 +310,7 @@ def prepare_batch(batch: dict, *, text: TextEncoder, size: int, max_text_len: in
 def _warped(references: np.ndarray, reference_keypoints, keypoints: np.ndarray) -> np.ndarray:
     """(B, T, size, size, 3): each (size²) reference thin-plate-spline-warped to its (T, 133,
     4) target keypoints (models.baselines.tps_warp), the prior of a `warp` skip model."""
-    from models.baselines import tps_warp
+    from models.baselines import WARP_PRIOR_SMOOTHING, tps_warp
 
     if reference_keypoints is None:
         raise InvalidInput("a model that starts from the warped reference needs the "
@@ -320,7 +320,7 @@ def _warped(references: np.ndarray, reference_keypoints, keypoints: np.ndarray) 
         raise InvalidInput(f"reference_keypoints must be ({len(references)}, 133, 4), got "
                            f"{ref_kps.shape}")
     size = references.shape[1]
-    return np.stack([tps_warp(ref, r, k, size)
+    return np.stack([tps_warp(ref, r, k, size, smoothing=WARP_PRIOR_SMOOTHING)
                      for ref, r, k in zip(references, ref_kps, keypoints, strict=True)])
 
 

@@ -437,13 +437,11 @@ class MotionDiT(nn.Module):
         if not c.reference_skip:
             return out
 
-        # 8. The clean-clip estimate around the prior clip, as a velocity. Without a
-        #    reference (dropped for guidance) the still prior is the latents' own: 0 and
-        #    spread 1. The warped one stays, as the pose maps do: it is where the pose puts
-        #    the figure, and guidance then extrapolates the network's corrections only.
+        # 8. The clean-clip estimate around the prior clip (the still or warped reference),
+        #    as a velocity. Without a reference (dropped for guidance) the prior is the
+        #    latents' own: 0 and spread 1. (Keeping the warped prior there, as the pose maps
+        #    are kept, trained worse: held-out sample SSIM 0.37 against 0.55 at 300 steps.)
         dropped = drop["reference"][:, None, None, None, None]
-        if c.reference_prior == "warp":
-            dropped = torch.zeros_like(dropped)
         still = torch.where(dropped, 0.0, cond.still_latents)
         sigma = torch.where(dropped, 1.0, c.still_sigma).to(dtype)
         tt = t.to(dtype).view(-1, 1, 1, 1, 1)

@@ -144,7 +144,7 @@ def test_subject_library_becomes_reference_frames(text, clips):
 def test_the_warp_prior_is_the_reference_warped_to_the_target_pose(text, clips):
     """A `warp` skip model starts from the reference thin-plate-spline-warped to each frame's
     pose (the TPS baseline) through the VAE; the `still` one from the reference repeated."""
-    from models.baselines import tps_warp
+    from models.baselines import WARP_PRIOR_SMOOTHING, tps_warp
     from models.frames import to_pixels
 
     batch = collate(clips)
@@ -152,8 +152,8 @@ def test_the_warp_prior_is_the_reference_warped_to_the_target_pose(text, clips):
                               still=True, warp=True)
     still = build_conditions(batch, encode_latents=encode, text=text, size=SIZE, device="cpu",
                              still=True)
-    expect = np.stack([tps_warp(c.reference_image, c.reference_keypoints, c.keypoints, SIZE)
-                       for c in clips])
+    expect = np.stack([tps_warp(c.reference_image, c.reference_keypoints, c.keypoints, SIZE,
+                                smoothing=WARP_PRIOR_SMOOTHING) for c in clips])
     torch.testing.assert_close(warped.still_latents, encode(to_pixels(expect, SIZE)))
     torch.testing.assert_close(still.still_latents, encode(
         still.reference_pixels[:, :, None].expand(-1, -1, FRAMES, -1, -1)))
