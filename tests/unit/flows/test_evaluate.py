@@ -49,7 +49,7 @@ def test_ceiling_rows_score_only_items_with_truth(items):
         assert "ssim_to_reference" not in result["metrics"]  # it is for real photos
     assert truth["metrics"]["ssim"] == pytest.approx(1.0)  # the truth against itself
     assert truth["metrics"]["lpips"] == pytest.approx(0.0, abs=1e-6)  # LPIPS-VGG, make setup's
-    assert "lpips" not in truth["skipped"] and recon["metrics"]["lpips"] > 0.05
+    assert "lpips" not in truth["skipped"] and recon["metrics"]["lpips"] > 0.01
     assert truth["metrics"]["pose_pck"] > 0.8  # MediaPipe reads a clean 64² render
     # an untrained tiny VAE decodes its parameter-free thumbnail: close, not the same
     assert 0.5 < recon["metrics"]["ssim"] < 0.99
