@@ -161,7 +161,7 @@ def tiny() -> RunConfig:
     return RunConfig(
         profile="tiny", clip=ClipSpec(size=128, frames=17, fps=12.0), resolution=64,
         vae=vae,
-        # 5 x 8 x 8 tokens a clip (patch 4 on 32² latents): 2.8M parameters. still_sigma
+        # 5 x 8 x 8 tokens a clip (patch 4 on 32² latents): 2.2M parameters. still_sigma
         # 0.1: the estimate stays near the warp (0.3 and 0.5 let x_t's noise through).
         dit=_dit(vae, sampling, patch_size=(1, 4, 4), dim=128, depth=4, heads=4, ffn_dim=512,
                  face_every=2, reference_skip=True, reference_prior="warp", still_sigma=0.1),

@@ -244,7 +244,7 @@ def main(plan_path: str) -> None:
         dropout=ConditionDropout() if plan.condition_dropout else None,
         transform=None if plan.objective == "vae" else PrepareConditions(
             plan.run.resolution, motion=plan.run.train.region_alpha > 0, text_dir=text_dir,
-            warp=plan.run.dit.reference_skip and plan.run.dit.reference_prior == "warp"))
+            warp=plan.run.dit.skip_prior == "warp"))
     # validation on held-out pairs of the kind the run trains on, the same every step
     val_data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
                              distributed=False, cross_identity=float(plan.cross_identity > 0),

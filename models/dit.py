@@ -99,6 +99,11 @@ class DiTConfig:
     reference_prior: str = "still"
     min_time: float = 0.05  # t is clamped here where the estimate is turned into a velocity
 
+    @property
+    def skip_prior(self) -> str | None:
+        """What the model starts from: None (a plain velocity head), "still" or "warp"."""
+        return self.reference_prior if self.reference_skip else None
+
     def __post_init__(self):
         if self.reference_prior not in ("still", "warp"):
             raise InvalidInput(f"reference_prior must be 'still' or 'warp', got "

@@ -265,8 +265,7 @@ class DistillationObjective(LatentObjective):
 def skip_prior(model: nn.Module) -> str | None:
     """What the model (a MotionDiT, possibly wrapped) reads as cond.still_latents: None
     (nothing), "still" or "warp" (DiTConfig.reference_prior)."""
-    config = getattr(_unwrap(model), "config", None)
-    return config.reference_prior if getattr(config, "reference_skip", False) else None
+    return getattr(getattr(_unwrap(model), "config", None), "skip_prior", None)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

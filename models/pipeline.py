@@ -97,7 +97,7 @@ class MotionControlPipeline:
         pose and driver (B, T, 133, 4), camera (B, T, 3) (None: static), reference_pose
         (133, 4): the reference's keypoints, which a model starting from the warped
         reference needs (`DiTConfig.reference_prior`)."""
-        b, config = len(pose), self.dit.config
+        b, prior = len(pose), self.dit.config.skip_prior
         library = identity.library
         batch = {
             "keypoints": pose, "driver_keypoints": driver,
@@ -113,9 +113,7 @@ class MotionControlPipeline:
         with torch.no_grad():
             return build_conditions(batch, encode_latents=self.vae.encode_latents,
                                     text=self.text, size=self.size, device=self.device,
-                                    still=config.reference_skip,
-                                    warp=config.reference_skip
-                                    and config.reference_prior == "warp")
+                                    still=prior is not None, warp=prior == "warp")
 
     @property
     def device(self) -> torch.device:

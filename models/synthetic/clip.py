@@ -124,8 +124,7 @@ def render_clip(character: CharacterSpec, motion: Motion, *, size: int = 128,
     framing = framing_for(character)
     pose = _pose(character, motion)
     canvas = background.canvas(character.background, size)
-    images, kps = _render_with_keypoints(_pose(character, motion), character, framing, camera,
-                                         size, canvas)
+    images, kps = _render_with_keypoints(pose, character, framing, camera, size, canvas)
     first = CameraPath(camera.pan_x[:1], camera.pan_y[:1], camera.zoom[:1], move=camera.move)
     reference, ref_kps = _render_with_keypoints(_pose(character, still()), character, framing,
                                                 first, size, canvas)

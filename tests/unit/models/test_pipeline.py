@@ -132,3 +132,34 @@ def test_an_unwired_condition_changes_the_generated_clip(pipeline, conditions, m
     moved = (latent_slice(latents) - latent_slice(wired_latents)).abs().max()
     assert moved > 100 * 1e-4  # the golden slice's atol
     assert not np.array_equal(frames, wired_frames)
+
+
+def test_a_warp_model_starts_from_the_reference_warped_by_the_photos_keypoints(inputs):
+    """A DiT with reference_prior "warp" gets the reference warped to each frame's pose by
+    the keypoints the motion stage extracted from the photo (the real photo and footage)."""
+    import dataclasses
+
+    from models.baselines import WARP_PRIOR_SMOOTHING, tps_warp
+    from models.errors import InvalidInput
+    from models.extraction import extract_motion, reference_identity_of
+    from models.frames import to_pixels
+
+    config = dataclasses.replace(DEBUG.dit, reference_skip=True, reference_prior="warp")
+    pipe = MotionControlPipeline(MotionDiT(config, stage=3), VideoVAE(DEBUG.vae), TextEncoder(),
+                                 size=SIZE, frames=FRAMES, steps=1,
+                                 guidance=GuidanceConfig(1.0, 1.0))
+    reference, driving = inputs
+    motion = extract_motion(reference, driving, size=SIZE)
+    identity = reference_identity_of(reference, None, SIZE)
+    cond = pipe.conditions(identity, motion.pose[None], motion.driver[None], "walking",
+                           motion.action_phrase, motion.intensity, reference_pose=motion.reference)
+    warped = tps_warp(identity.reference, motion.reference, motion.pose, SIZE,
+                      smoothing=WARP_PRIOR_SMOOTHING)
+    assert not np.array_equal(warped[0], warped[-1])  # the walker moves the photo
+    with torch.no_grad():
+        torch.testing.assert_close(cond.still_latents,
+                                   pipe.vae.encode_latents(to_pixels(warped[None], SIZE)))
+    with pytest.raises(InvalidInput, match="reference's keypoints"):
+        pipe.conditions(identity, motion.pose[None], motion.driver[None], "walking",
+                        motion.action_phrase, motion.intensity)
+    assert pipe(reference, driving, seed=0).frames.shape == (FRAMES, SIZE, SIZE, 3)
