@@ -16,13 +16,7 @@ mkdir -p "$OUT"
 started=$(date +%s)
 
 $MC stack up
-# The promotion gates apply, but one: the tiny model does not beat the static reference on
-# pose PCK yet (issue 20: at 64 px its VAE loses the pose), so the demo promotes past that
-# gate and says so. Set MC_PROMOTE__BASELINE_GATE=true to see the refusal.
-if [ -z "${MC_PROMOTE__BASELINE_GATE:-}" ]; then
-  export MC_PROMOTE__BASELINE_GATE=false
-  echo "demo: the baseline gate (student vs static reference) is off for this run"
-fi
+# Every promotion gate applies, the baseline gate (student vs the static reference) too.
 $MC pipeline
 
 $MC serve > "$OUT/serve.log" 2>&1 &
