@@ -163,10 +163,10 @@ def tiny() -> RunConfig:
         vae=vae,
         # 5 x 8 x 8 tokens a clip (patch 4 on 32² latents): 2.2M parameters. still_sigma
         # 0.01: the sampler's noise is what the prior's spread lets through to the output,
-        # and this budget does not teach the network to remove it. On the benchmark after
-        # 300 stage-1 steps, SSIM / LPIPS / pose PCK: 0.1 -> 0.60 / 0.39 / 0.65 (the full
-        # demo), 0.03 -> 0.79 / 0.28 / 0.76, 0.01 -> 0.81 / 0.21 / 0.79 (TPS 0.78 / 0.23 /
-        # 0.38, static 0.76 / 0.24 / 0.61; docs/training.md).
+        # and this budget does not teach the network to remove it. Benchmark SSIM / LPIPS /
+        # pose PCK: 0.1 -> 0.60 / 0.39 / 0.65 (a whole demo); after 300 stage-1 steps,
+        # 0.03 -> 0.79 / 0.28 / 0.76, 0.01 -> 0.81 / 0.21 / 0.79 (TPS 0.78 / 0.23 / 0.38,
+        # static 0.76 / 0.24 / 0.61; docs/training.md).
         dit=_dit(vae, sampling, patch_size=(1, 4, 4), dim=128, depth=4, heads=4, ffn_dim=512,
                  face_every=2, reference_skip=True, reference_prior="warp", still_sigma=0.01),
         train=TrainConfig(

@@ -32,10 +32,10 @@ def fit(image: np.ndarray, side: int = SIDE) -> np.ndarray:
 def main(home: str = ".local", dest: str = "docs/images/demo-strip.jpg") -> None:
     demo = Path(home) / "demo"
     reference = cv2.imread(str(demo / "reference.png"))  # BGR, as cv2 writes it back
-    driving = read_video(str(demo / "driving.mp4")).frames[..., ::-1]
-    generated = read_video(str(demo / "animated.mp4")).frames[..., ::-1]
     if reference is None:
         raise SystemExit(f"no {demo / 'reference.png'}: run `make demo` first")
+    driving = read_video(str(demo / "driving.mp4")).frames[..., ::-1]
+    generated = read_video(str(demo / "animated.mp4")).frames[..., ::-1]
     n = min(len(driving), len(generated))
     rows = [np.concatenate([fit(reference), fit(driving[k]), fit(generated[k])], axis=1)
             for k in (0, n // 2, n - 1)]
