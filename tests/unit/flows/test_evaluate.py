@@ -118,7 +118,7 @@ def test_benchmark_set_one_pair_per_held_out_motion_then_the_real_photos(tmp_pat
 
 
 def test_comparison_table_has_metrics_as_rows_and_full_values(monkeypatch):
-    # the demo's seven columns, with the small values that used to fold ("0.0054" over "1")
+    # the demo's columns, with the small values that used to fold ("0.0054" over "1")
     table = {"motioncontrol-teacher@v4": {"ssim": 0.4442, "pose_pck": 0.0, "nfe": 41.0,
                                           "motion_smoothness": 0.983, "latency_s": 1.99},
              "motioncontrol-student@v2": {"ssim": 0.4509, "pose_pck": 0.005411, "nfe": 4.0,
@@ -127,6 +127,8 @@ def test_comparison_table_has_metrics_as_rows_and_full_values(monkeypatch):
                                  "latency_s": 0.0001174},
              "baseline-tps": {"ssim": 0.5864, "pose_pck": 0.2633, "nfe": 0.0,
                               "latency_s": 0.161, "ssim_to_reference": 0.8123},
+             E.WARP_PRIOR: {"ssim": 0.6012, "pose_pck": 0.3311, "nfe": 0.0,
+                            "latency_s": 0.158, "ssim_to_reference": 0.3651},
              E.THUMBNAIL: {"pose_pck": 0.0, "ssim_to_reference": 0.7961, "nfe": 0.0},
              E.GROUND_TRUTH: {"ssim": 1.0, "pose_pck": 0.5090, "psnr": 100.0},
              E.VAE_RECONSTRUCTION: {"ssim": 0.826, "pose_pck": 0.0, "psnr": 24.42}}
@@ -134,17 +136,19 @@ def test_comparison_table_has_metrics_as_rows_and_full_values(monkeypatch):
     monkeypatch.setattr("rich.console.Console", lambda: console)
     E.print_comparison(table)
     text = console.export_text()
-    lines = {line.split("│")[0].strip(): line for line in text.splitlines() if "│" in line}
+    models, ceilings = text.split("ceilings on the synthetic")  # two tables, each within 80
+    lines = {line.split("│")[0].strip(): line for line in models.splitlines() if "│" in line}
     assert {"ssim ↑", "pose_pck ↑", "nfe ↓", "motion_smoothness ↑", "ssim_to_reference ↑"
             } <= set(lines)
-    for value in ("0.444", "0.0054", "0.399", "0.263", "0.509", "41", "1e-04", "24.4", "100",
-                  "0.812", "0.796"):
+    for value in ("0.444", "0.0054", "0.399", "0.263", "0.331", "0.365", "0.509", "41",
+                  "1e-04", "24.4", "100", "0.812", "0.796"):
         assert value in text, value  # whole, not cut to "0.4…" or folded at 80 columns
     assert lines["pose_pck ↑"].split("│")[2].strip() == "0.0054"
-    assert "—" in lines["nfe ↓"]  # the ground truth has no NFE
+    assert "—" in lines["latency_s ↓"]  # the thumbnail is not timed
+    assert "truth" not in models and {"truth", "VAE", "24.4"} <= set(ceilings.split())
     assert max(len(line) for line in text.splitlines()) <= 80
-    assert {"teacher", "v4", "student", "v2", "static", "tps", "thumb", "32px", "truth", "VAE"
-            } <= set(text.split())  # short column headers, not folded
+    assert {"teacher", "v4", "student", "v2", "static", "tps", "warp", "prior", "thumb", "32px",
+            "truth", "VAE"} <= set(text.split())  # short column headers, not folded
 
 
 def test_benchmark_pairs_cover_distinct_motions_first():
