@@ -223,8 +223,13 @@ def baseline_generators(size: int, frames: int, targets: dict, extractor):
     retargeted driving keypoints as the models (`baseline_targets`), and for the reference's
     thumbnail on the real items only (None for the others: the synthetic pairs have their
     ground truth to be scored against)."""
-    from models.baselines import (TPS_SMOOTHING, WARP_PRIOR_SMOOTHING, static_reference,
-                                  thumbnail, tps_warp)
+    from models.baselines import (
+        TPS_SMOOTHING,
+        WARP_PRIOR_SMOOTHING,
+        static_reference,
+        thumbnail,
+        tps_warp,
+    )
     from models.extraction import square_keypoints
 
     def static(item: BenchItem):
