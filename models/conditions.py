@@ -65,6 +65,9 @@ class Conditions:
     # the reference held still for the clip's T frames (the static baseline), or warped to
     # the target pose (`DiTConfig.reference_prior`)
     still_latents: Tensor | None = None
+    # (B, 3, T, H, W) in [-1, 1]: the pixels still_latents encode, which the output is decoded
+    # onto (`LatentVAE.decode_on_prior`)
+    prior_pixels: Tensor | None = None
     anchor_latents: Tensor | None = None  # (B, C, T', h, w): given latent frames
     anchor_mask: Tensor | None = None  # (B, T') bool, which latent frames are given
     guidance: Tensor | None = None  # (B, 2) text and reference guidance scales (a student's)
@@ -169,6 +172,15 @@ class Conditions:
                                    f"got shape {tuple(mask.shape)}")
             masks[key] = mask.expand(b)
         return masks
+
+
+def decode_frames(vae, latents: Tensor, cond: Conditions | None = None) -> Tensor:
+    """Sampled latents (B, C, T', h, w) -> pixels (B, 3, T, H, W) in [-1, 1]: onto the prior
+    clip the latents started from where `cond` carries one (`LatentVAE.decode_on_prior`),
+    else the VAE's decode alone."""
+    if cond is None or cond.prior_pixels is None or cond.still_latents is None:
+        return vae.decode_latents(latents)
+    return vae.decode_on_prior(latents, cond.still_latents, cond.prior_pixels)
 
 
 # --------------------------------------------------------------------------- batch -> tensors
@@ -342,13 +354,12 @@ def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Ten
     with torch.no_grad():
         latents = encode_latents(torch.cat([ref_pixels, lib_pixels]).to(device)[:, :, None])
         if not still:
-            still_latents = None
-        elif "warped" in prepared:
-            warped = torch.as_tensor(np.asarray(prepared["warped"]))
-            still_latents = encode_latents(to_pixels(warped, size).to(device)).to(device)
+            still_latents = prior_pixels = None
         else:
-            still_latents = encode_latents(ref_pixels.to(device)[:, :, None].expand(
-                -1, -1, frames, -1, -1)).to(device)
+            prior_pixels = (to_pixels(torch.as_tensor(np.asarray(prepared["warped"])), size)
+                            if "warped" in prepared else
+                            ref_pixels[:, :, None].expand(-1, -1, frames, -1, -1)).to(device)
+            still_latents = encode_latents(prior_pixels).to(device)
     latents = torch.cat([latents[:b], latents[b:].unflatten(0, (b, k)).transpose(1, 2)
                          .flatten(2, 3)], 2) if k else latents[:b]
     # Examples padded to one text length: keep the columns some caption uses.
@@ -368,7 +379,7 @@ def conditions_from_prepared(prepared: Mapping, *, encode_latents: Callable[[Ten
         action_embedding=tensor("action_embedding"),
         motion_intensity=tensor("motion_intensity"),
         camera=tensor("camera"),
-        still_latents=still_latents,
+        still_latents=still_latents, prior_pixels=prior_pixels,
     )
 
 

@@ -218,7 +218,7 @@ def stream_long(pipeline: MotionControlPipeline, identity: ReferenceIdentity,
                 mask[row, [0, -1]] = True
             anchor = (latents, mask)
             cond = cond.with_anchors(latents, mask)
-        clips = pipeline.decode(pipeline.sample(cond, seed, anchor=anchor))
+        clips = pipeline.decode(pipeline.sample(cond, seed, anchor=anchor), cond)
         yield LongVideoProgress(done, total, np.concatenate([joiner.add(c) for c in clips]))
 
 

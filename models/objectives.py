@@ -33,6 +33,7 @@ from models.conditions import (
     PREPARED,
     Conditions,
     conditions_from_prepared,
+    decode_frames,
     drop_masks,
     prepare_batch,
 )
@@ -185,7 +186,7 @@ class LatentObjective:
             latents = FlowMatchSampler(shift=self.shift).sample(
                 model, cond, x0.shape, steps=self.steps, guidance=self.guidance,
                 generator=torch.Generator().manual_seed(seed), device=self.device)
-            return to_uint8(self.vae.decode_latents(latents))
+            return to_uint8(decode_frames(self.vae, latents, cond))
 
     def finalize(self, model: nn.Module, batches: list[dict]) -> None:
         """Nothing: the EMA weights are saved as they are."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.conditions import Conditions, build_conditions
+from models.conditions import Conditions, build_conditions, decode_frames
 from models.curation import CurationThresholds
 from models.extraction import (  # stages 1-4a
     ReferenceIdentity,
@@ -85,7 +85,7 @@ class MotionControlPipeline:
         latents = self.sample(cond, seed)
         timings["sampling"] = time.perf_counter() - start
         start = time.perf_counter()
-        frames = self.decode(latents)[0]
+        frames = self.decode(latents, cond)[0]
         timings["decode"] = time.perf_counter() - start
         return PipelineOutput(frames, motion.pose, timings, self.sampler.last_nfe, caption)
 
@@ -138,8 +138,8 @@ class MotionControlPipeline:
                                        guidance=self.guidance, x_T=noise.contiguous(),
                                        anchor=anchor, device=self.device)
 
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Stage 5b: latents -> (B, T, size, size, 3) uint8 RGB frames."""
+    def decode(self, latents: torch.Tensor, cond: Conditions | None = None) -> np.ndarray:
+        """Stage 5b: latents -> (B, T, size, size, 3) uint8 RGB frames; onto the prior clip
+        the latents were sampled from where `cond` has one (`decode_frames`)."""
         with torch.no_grad():
-            video = self.vae.decode_latents(latents)
-        return to_uint8(video)
+            return to_uint8(decode_frames(self.vae, latents, cond))

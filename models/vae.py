@@ -151,6 +151,17 @@ class LatentVAE(nn.Module):
         """Normalised latents from the diffusion model -> pixels in [-1, 1] (float32)."""
         return self.decode(self.denormalize_latents(z)).clamp(-1.0, 1.0)  # decode: float32
 
+    def decode_on_prior(self, z: torch.Tensor, prior_latents: torch.Tensor,
+                        prior_pixels: torch.Tensor) -> torch.Tensor:
+        """Latents sampled from a prior clip -> pixels in [-1, 1]: the prior's own pixels plus
+        what the latents change, decode(z) - decode(prior_latents). The VAE's loss on the
+        prior (its blur, and the ghosts of its temporal factor) cancels, so the prior's detail
+        survives where the model leaves it alone. On the tiny profile's held-out pairs this
+        took the student from SSIM / LPIPS 0.804 / 0.252 to 0.815 / 0.229
+        (docs/training.md#decoding-on-the-prior)."""
+        change = self.decode_latents(z) - self.decode_latents(prior_latents)
+        return (prior_pixels.to(change) + change).clamp(-1.0, 1.0)
+
     def decoding_modules(self) -> list[nn.Module]:
         """The modules `decode` runs, which `set_decode_dtype` casts."""
         raise NotImplementedError
