@@ -140,6 +140,7 @@ def test_a_warp_model_starts_from_the_reference_warped_by_the_photos_keypoints(i
     import dataclasses
 
     from models.baselines import WARP_PRIOR_SMOOTHING, tps_warp
+    from models.conditions import decode_frames
     from models.errors import InvalidInput
     from models.extraction import extract_motion, reference_identity_of
     from models.frames import to_pixels
@@ -159,6 +160,22 @@ def test_a_warp_model_starts_from_the_reference_warped_by_the_photos_keypoints(i
     with torch.no_grad():
         torch.testing.assert_close(cond.still_latents,
                                    pipe.vae.encode_latents(to_pixels(warped[None], SIZE)))
+    # The output is decoded onto the warp's own pixels: latents the model left at the prior
+    # give the warped reference exactly, not its (lossy) trip through the VAE.
+    prior = to_pixels(warped[None], SIZE)
+    torch.testing.assert_close(cond.prior_pixels, prior)
+    with torch.no_grad():
+        onto = decode_frames(pipe.vae, cond.still_latents, cond)
+        through_vae = pipe.vae.decode_latents(cond.still_latents)
+        moved = cond.still_latents + 0.5 * torch.randn_like(cond.still_latents)
+        out = decode_frames(pipe.vae, moved, cond)
+        # what the latents change, added to the prior; clamped to the pixel range
+        expected = prior + pipe.vae.decode_latents(moved) - through_vae
+    inside = expected.abs() < 1
+    assert inside.float().mean() > 0.5
+    torch.testing.assert_close(out[inside], expected[inside])
+    torch.testing.assert_close(onto, prior)
+    assert (through_vae - prior).abs().mean() > 0.01
     with pytest.raises(InvalidInput, match="reference's keypoints"):
         pipe.conditions(identity, motion.pose[None], motion.driver[None], "walking",
                         motion.action_phrase, motion.intensity)
