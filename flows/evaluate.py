@@ -14,12 +14,12 @@ The benchmark set (never trained on):
     motion metrics, and `ssim_to_reference`, how much of the photo's look the output keeps.
 Baselines: the static reference (no motion), a thin-plate-spline warp of the reference to
 the driving keypoints, the smoother warp a warp-prior model starts from ("warp prior": what
-the network adds is its score minus this one) and, on the real items only, a 32-px thumbnail of the reference (its
-`ssim_to_reference` is what a blurred copy of the photo scores). The table also scores, on the
-synthetic pairs, the ground truth itself and the ground truth through the models' VAE: the
-ceilings of a perfect model and of a perfect model behind that VAE (at the tiny profile's 64²
-px MediaPipe misses people even in some true renders, and the tiny VAE keeps little more than
-a 16² thumbnail).
+the network adds is its score minus this one) and, on the real items only, a 32-px
+thumbnail of the reference (its `ssim_to_reference` is what a blurred copy of the photo
+scores). The table also scores, on the synthetic pairs, the ground truth itself and the
+ground truth through the models' VAE: the ceilings of a perfect model and of a perfect model
+behind that VAE (at the tiny profile's 64² px MediaPipe misses people even in some true
+renders).
 
 When a student and its teacher (or any two models) are evaluated together, the first's run
 also gets the blind side-by-side GSB rating page of their clips (artifacts `gsb/`, see

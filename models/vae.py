@@ -157,7 +157,7 @@ class LatentVAE(nn.Module):
         what the latents change, decode(z) - decode(prior_latents). The VAE's loss on the
         prior (its blur, and the ghosts of its temporal factor) cancels, so the prior's detail
         survives where the model leaves it alone. On the tiny profile's held-out pairs this
-        took the student from SSIM / LPIPS 0.804 / 0.252 to 0.815 / 0.229
+        took the student from SSIM / LPIPS 0.804 / 0.252 to 0.816 / 0.226
         (docs/training.md#decoding-on-the-prior)."""
         change = self.decode_latents(z) - self.decode_latents(prior_latents)
         return (prior_pixels.to(change) + change).clamp(-1.0, 1.0)
