@@ -34,6 +34,7 @@ from pydantic import TypeAdapter, ValidationError
 from flows.errors import MotionControlError
 from models.data.sources import ClipSpec
 from models.dit import DiTConfig
+from models.losses import LossWeighting
 from models.vae import VAEConfig
 
 PROFILES = ("debug", "tiny", "small", "base")
@@ -80,6 +81,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     kl_weight: float = 1e-4  # stage 0: small, the latents only need to stay bounded
     region_alpha: float = 1.0  # MotionCharacter region-aware loss: moving pixels weigh more
+    loss_weighting: LossWeighting = "velocity"  # or "clean" (models.losses.time_weights)
     id_every: int = 25  # ID-consistency loss (decodes frames: costly) every N steps
     id_weight: float = 0.05
     static_prob: float = 0.1  # still clips with zero intensity calibrate the intensity knob
@@ -176,6 +178,12 @@ def tiny() -> RunConfig:
             # 0.805 / 0.24 (docs/training.md#the-priors-spread-still_sigma-001).
             stages={0: StageConfig(60, 5e-4, 4), 1: StageConfig(400, 1e-3, 4),
                     2: StageConfig(200, 2e-4, 4), 3: StageConfig(300, 2e-4, 4)},
+            # The plain velocity loss weighs the nearly clean times 1/t² more: there the
+            # network learned to copy x_t, seams of its 4x4 patches and all, and its samples
+            # wore a patch grid (stage 1, held-out LPIPS 0.244). Weighing the clean-clip
+            # error equally at every t: 0.185, the warp prior's 0.168
+            # (docs/training.md#the-loss-weighting-clean).
+            loss_weighting="clean",
             val_every=100, sample_every=300, checkpoint_every=100),
         distill=DistillConfig(guidance=StageConfig(100, 5e-4, 4),
                               steps=StageConfig(150, 5e-4, 4)),

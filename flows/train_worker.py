@@ -74,7 +74,8 @@ def teacher_run(plan: TrainPlan, device: torch.device, text: TextEncoder):
         guidance=GuidanceConfig(text_scale=run.sampling.text_scale,
                                 reference_scale=run.sampling.reference_scale, prune=False),
         shift=run.sampling.timestep_shift, region_alpha=cfg.region_alpha,
-        id_weight=cfg.id_weight, id_every=cfg.id_every, device=device)
+        loss_weighting=cfg.loss_weighting, id_weight=cfg.id_weight, id_every=cfg.id_every,
+        device=device)
     return model, objective
 
 

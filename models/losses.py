@@ -8,6 +8,7 @@ x_t = (1 - t) * x0 + t * noise, and the model predicts the velocity v = noise - 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -76,6 +77,25 @@ def predicted_x0(x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
     if x_t.shape != v.shape:
         raise InvalidInput(f"x_t {tuple(x_t.shape)} and v {tuple(v.shape)} differ in shape")
     return x_t - _per_sample(t, x_t) * v
+
+
+LossWeighting = Literal["velocity", "clean"]
+
+
+def time_weights(t: Tensor, weighting: LossWeighting = "velocity") -> Tensor:
+    """(B,) per-sample weights of the velocity error at times t, shaped (B, 1, 1, 1, 1).
+
+    "velocity": 1, the plain flow-matching loss. Its error is the clean-clip error over t,
+    (x0 - x0_hat) / t, so it weighs the nearly clean times 1/t² more than the noisy ones.
+    "clean": t², the error of the clean-clip estimate itself, equal at every t (the "x0"
+    weighting of Esser et al. 2024, table 1). A small model trained with it spends its
+    steps on what must come from the conditions (at large t) rather than on copying a
+    nearly clean x_t at small t (docs/training.md#the-loss-weighting-clean)."""
+    if weighting not in get_args(LossWeighting):
+        raise InvalidInput(f"loss weighting must be one of {get_args(LossWeighting)}, got "
+                           f"{weighting!r}")
+    w = torch.ones_like(t) if weighting == "velocity" else t.square()
+    return w.view(-1, 1, 1, 1, 1)
 
 
 def flow_matching_loss(

@@ -40,11 +40,13 @@ from models.conditions import (
 from models.distill import GuidanceDistillation, StepDistillation
 from models.frames import to_pixels, to_uint8
 from models.losses import (
+    LossWeighting,
     flow_matching_loss,
     id_consistency_loss,
     predicted_x0,
     region_weights,
     sample_timesteps,
+    time_weights,
 )
 from models.sampling import FlowMatchSampler, GuidanceConfig
 
@@ -198,10 +200,12 @@ class FlowMatchingObjective(LatentObjective):
 
     def __init__(self, vae: nn.Module, text, size: int, *, steps: int,
                  guidance: GuidanceConfig, region_alpha: float, id_weight: float,
-                 id_every: int, shift: float = 1.0, device="cpu"):
+                 id_every: int, shift: float = 1.0,
+                 loss_weighting: LossWeighting = "velocity", device="cpu"):
         super().__init__(vae, text, size, steps=steps, guidance=guidance, shift=shift,
                          device=device)
         self.region_alpha, self.id_weight, self.id_every = region_alpha, id_weight, id_every
+        self.loss_weighting = loss_weighting
         self._id_encoder: nn.Module | None = None
 
     @property
@@ -217,10 +221,11 @@ class FlowMatchingObjective(LatentObjective):
         noise = noise.to(self.device)
         x_t = (1 - t.view(-1, 1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1, 1) * noise
         v = model(x_t, t, cond, drop)
-        weights = None
+        weights = time_weights(t, self.loss_weighting)
         if self.region_alpha > 0:
-            weights = region_weights(motion, x0.shape, alpha=self.region_alpha,
-                                     temporal_stride=self.vae.temporal_factor).to(self.device)
+            weights = weights * region_weights(motion, x0.shape, alpha=self.region_alpha,
+                                               temporal_stride=self.vae.temporal_factor
+                                               ).to(self.device)
         out = {"flow_matching": flow_matching_loss(v, x0, noise, weights)}
         total = out["flow_matching"]
         if step is not None and self.id_weight > 0 and self.id_every \

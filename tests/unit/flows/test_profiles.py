@@ -77,6 +77,9 @@ def test_an_override_file_changes_any_field_and_the_environment_wins(tmp_path, m
     path.write_text('dit = {depth = "deep"}\n')
     with pytest.raises(MotionControlError, match=r"MC_RUN_CONFIG: dit\.depth: .*integer"):
         run_config(load_settings())
+    path.write_text('train = {loss_weighting = "x0"}\n')
+    with pytest.raises(MotionControlError, match=r"MC_RUN_CONFIG: train\.loss_weighting: "):
+        run_config(load_settings())
     path.write_text('dit = {depth = \n')
     with pytest.raises(MotionControlError, match="is not valid TOML"):
         run_config(load_settings())

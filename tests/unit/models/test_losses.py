@@ -14,6 +14,7 @@ from models.losses import (
     predicted_x0,
     region_weights,
     sample_timesteps,
+    time_weights,
 )
 
 
@@ -61,6 +62,27 @@ def test_flow_matching_loss_zero_on_target_positive_otherwise():
     assert flow_matching_loss(x0, x0, noise, weights) == pytest.approx(
         flow_matching_loss(x0, x0, noise).item()
     )
+
+
+def test_clean_weighting_is_the_clean_clip_error_at_every_time():
+    g = _gen(4)
+    x0, noise = torch.randn(3, 4, 2, 4, 4, generator=g), torch.randn(3, 4, 2, 4, 4, generator=g)
+    t = torch.tensor([0.05, 0.5, 0.95])
+    x_t = (1 - t.view(-1, 1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1, 1) * noise
+    v = noise - x0 + 0.3 * torch.randn(x0.shape, generator=g)  # a wrong velocity
+    clean_error = (predicted_x0(x_t, t, v) - x0).square().mean()
+    assert flow_matching_loss(v, x0, noise, time_weights(t, "clean")) == pytest.approx(
+        clean_error.item(), rel=1e-5)
+    assert flow_matching_loss(v, x0, noise, time_weights(t, "velocity")) == pytest.approx(
+        flow_matching_loss(v, x0, noise).item())
+    # an error in the nearly clean sample alone: the plain loss weighs it 1/t² = 400 times more
+    v_near = (noise - x0).clone()
+    v_near[0] += 0.3
+    plain = flow_matching_loss(v_near, x0, noise)
+    assert plain == pytest.approx(400 * flow_matching_loss(v_near, x0, noise,
+                                                            time_weights(t, "clean")).item())
+    with pytest.raises(InvalidInput, match="loss weighting"):
+        time_weights(t, "x0")
 
 
 def test_weights_select_where_the_error_counts():
