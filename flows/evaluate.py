@@ -35,6 +35,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -92,12 +93,9 @@ class BenchItem:
 
 def benchmark_set(settings: Settings, digest: str | None, frames: int) -> list[BenchItem]:
     """Held-out synthetic pairs with ground truth, then real photo x real footage clips."""
-    from skimage.data import astronaut
     from torch.utils.data import DataLoader
 
-    from models.assets import sample_data
-    from models.person_crop import crop_to_person, walking_pedestrian
-    from models.video import read_image
+    from models.person_crop import walking_pedestrian
 
     manifest = load_manifest(open_store(settings), settings.curate.dataset, digest)
     data = shard_dataset(settings, manifest, "eval", seed=1234, shuffle_buffer=1,
@@ -114,15 +112,25 @@ def benchmark_set(settings: Settings, digest: str | None, frames: int) -> list[B
                                  f"pairs, fewer than MC_EVALUATE__PAIRS="
                                  f"{settings.evaluate.pairs}: lower it or curate more held-out "
                                  "characters")
-    # the portrait, then a whole body: the player on the left of his photo
-    photos = {"astronaut": astronaut,
-              "basketball1": lambda: crop_to_person(read_image(sample_data(
-                  "opencv-doc/basketball1.png")))}
-    chosen = list(photos.items())[:settings.evaluate.real_clips]
+    chosen = list(real_photos().items())[:settings.evaluate.real_clips]
     driving = walking_pedestrian(frames).frames if chosen else None  # the demo's clip
     items += [BenchItem(f"real-{name}-vtest", photo(), driving, "a person walking")
               for name, photo in chosen]
     return items
+
+
+def real_photos() -> dict[str, Callable[[], np.ndarray]]:
+    """The real photos the benchmark animates, by name, each loaded when called: the
+    portrait, then a whole body (the player on the left of his photo)."""
+    from skimage.data import astronaut
+
+    from models.assets import sample_data
+    from models.person_crop import crop_to_person
+    from models.video import read_image
+
+    return {"astronaut": astronaut,
+            "basketball1": lambda: crop_to_person(read_image(sample_data(
+                "opencv-doc/basketball1.png")))}
 
 
 def one_per_motion(pairs, n: int) -> list[dict]:
