@@ -2,6 +2,7 @@
 invisible watermark with provenance tags, through a real H.264 encode."""
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -9,7 +10,14 @@ import pytest
 
 from models.assets import sample_data
 from models.extraction import square
-from models.prompt import EnhancedPrompt, PromptEnhancer, camera_move, camera_path, repeats
+from models.prompt import (
+    EnhancedPrompt,
+    PromptEnhancer,
+    _ends_sentence,
+    camera_move,
+    camera_path,
+    repeats,
+)
 from models.video import encode_mp4, read_image, read_mp4_metadata, read_video
 from models.watermark import detect, embed, provenance_of, provenance_tags, servable_frames
 
@@ -62,6 +70,17 @@ def test_a_prompt_that_made_the_lm_loop_now_gets_a_sentence(enhancer):
     out = enhancer.rewrite("a person")
     assert out.source == "lm", out
     assert not repeats(out.text) and out.text.endswith((".", "!", "?"))
+
+
+def test_the_rewrite_is_one_sentence_and_decoding_stops_at_its_end(enhancer):
+    """SmolLM2 goes on past its first sentence until the token budget (this prompt got two
+    sentences, 42 words, from 48 tokens); the enhancer stops decoding at the first one."""
+    out = enhancer.rewrite("a robot waving in a city street at night")
+    assert out.source == "lm", out
+    assert out.text.endswith((".", "!", "?")) and 3 <= len(out.text.split()) <= 30
+    assert not re.search(r"[.!?]\s", out.text), out.text  # no second sentence
+    assert _ends_sentence('He waves." ') and _ends_sentence("Look up!")
+    assert not _ends_sentence("a speed of 3") and not _ends_sentence("waves,")
 
 
 def test_a_looping_answer_is_refused():
