@@ -127,8 +127,10 @@ class PromptEnhancer:
             if not path.is_file():
                 raise FileNotFoundError(f"no GGUF at {path}")
             # the prompt and the answer fit in 512 tokens; the chat template is the GGUF's own
+            # n_threads_batch too: it defaults to every core, and the prompt's batch then
+            # spun on the cores motion extraction was using
             self.model = Llama(model_path=str(path), n_ctx=512, n_threads=self.threads,
-                               seed=0, verbose=False)
+                               n_threads_batch=self.threads, seed=0, verbose=False)
         except Exception as exc:  # noqa: BLE001 - any failure means: serve the fallback
             self.model = None
             self.load_error = f"{type(exc).__name__}: {exc}"[:300]
