@@ -164,7 +164,7 @@ class PromptEnhancer:
     def _generate(self, prompt: str) -> str:
         messages = [{"role": "system", "content": SYSTEM},
                     {"role": "user", "content": f"Prompt: {prompt}"}]
-        pieces, finished = [], False
+        text, finished = "", False
         with self._lock:
             self.model.reset()  # no state carried over from the previous prompt
             chunks = self.model.create_chat_completion(
@@ -176,13 +176,13 @@ class PromptEnhancer:
                 # The answer is one sentence: stop at its end instead of decoding the LM's
                 # next ones up to the token budget (it rarely stops by itself; most of its
                 # time went to sentences that were then cut off)
-                if _ends_sentence("".join(pieces)) and piece[:1].isspace():
+                if _ends_sentence(text) and piece[:1].isspace():
                     finished = True
                     break
-                pieces.append(piece)
+                text += piece
                 finished = choice.get("finish_reason") == "stop"
             chunks.close()  # stops the decoding when we broke out early
-        text = " ".join("".join(pieces).split()).strip('"')
+        text = " ".join(text.split()).strip('"')
         if not finished:  # cut off by the budget: keep the complete sentences, if any
             end = max(text.rfind(c) for c in ".!?")
             text = text[:end + 1] if end > 0 else ""

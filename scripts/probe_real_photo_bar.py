@@ -38,6 +38,8 @@ NATIVE_CAP = 512  # px: the astronaut's own side
 
 
 def _scaled(frames: np.ndarray, side: int) -> np.ndarray:
+    """(T, side, side, 3): bilinear, as `thumbnail` scales up (`resize_frames`' area filter
+    would repeat pixels when enlarging)."""
     return np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_LINEAR)
                      for f in frames])
 
