@@ -4,15 +4,15 @@ camera moves the prompt asks for become per-frame camera parameters.
 
 The rewrite needs only the user's words, so serving runs it beside motion extraction rather
 than after it (`rewrite`, then `motion_caption` once the action phrase is known): the LM's
-0.6-1.2 s no longer add to a request's latency. The DiT reads the action phrase through its
+0.8-1.4 s no longer add to a request's latency. The DiT reads the action phrase through its
 own cross-attention as well, so the caption's motion words are a template, as in training.
 
 The LM is SmolLM2-135M-Instruct from the offline GGUF (`models.assets.smollm2_gguf`), run
 natively by llama.cpp (`llama-cpp-python`) with greedy decoding (deterministic) and a bounded
 number of new tokens, stopped at the end of its first sentence. On one core here it loads in
-0.45 s and rewrites a prompt in 0.55–0.7 s (six prompts, 13–19 words; 1.0–1.2 s when it
-decoded on to the 48-token budget, as it nearly always did); transformers, which dequantised
-the GGUF to fp32, took 46 s to load and 4–9 s for the same prompts and gave the same text.
+0.45 s and rewrites a prompt in 0.8–0.95 s (six prompts, 13–19 words; 1.4 s when it decoded
+on to the 48-token budget, as it nearly always did); transformers, which dequantised the GGUF
+to fp32, took 46 s to load and 4–9 s for the same prompts and gave the same text.
 When it cannot be loaded or its answer is unusable (empty, cut off, a refusal, too long),
 the enhancer falls back to a plain template built from the same context, so a request never
 fails because of the LM. Camera moves are read from the user's words by rules (a 135M
